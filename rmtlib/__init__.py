@@ -1,0 +1,10 @@
+"""rmtlib: random-matrix-theory analysis of deep-network weight matrices.
+
+The library behind the book "Noise and information in neural-network weights".
+Modules follow the data flow: data -> models -> train -> spectra -> statistics
+(porter_thomas, marchenko_pastur) -> filtering / early_stopping -> plotting.
+"""
+from . import data, devices, models, train
+
+__version__ = "0.1.0"
+__all__ = ["data", "devices", "models", "train", "__version__"]

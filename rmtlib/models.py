@@ -1,0 +1,163 @@
+"""The networks of the book: MLP1024, miniAlexNet, LeNet, and Meng & Yao's NN1/NN2.
+
+METHODS §7 (MLP1024, miniAlexNet, Glorot-uniform init) and §6 (NN1, NN2).
+A layer that should get L2 regularisation carries the attribute `l2` (the Keras
+strength `lambda` of a penalty `lambda * ||W||^2`); `rmtlib.train` turns it into
+per-layer weight decay.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+INITS = ("glorot", "default")
+
+
+def glorot_init_(model: nn.Module) -> nn.Module:
+    """Glorot-uniform weights and zero biases for every Linear and Conv layer (METHODS §7)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+def _apply_init(model: nn.Module, init: str) -> nn.Module:
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+    return glorot_init_(model) if init == "glorot" else model  # "default": PyTorch's own
+
+
+def _check_positive_ints(name, values):
+    values = list(values)
+    if not values or any(int(v) != v or v < 1 for v in values):
+        raise ValueError(f"{name} must be positive integers; got {values!r}")
+    return [int(v) for v in values]
+
+
+def mlp(widths, *, init: str = "glorot") -> nn.Sequential:
+    """Fully connected ReLU network `widths = [in, hidden..., classes]` (flattens its input).
+
+    MLP1024 of Staats et al. is `mlp([in, 1024, 512, 512, classes])`. The softmax of the
+    output lives in the cross-entropy loss.
+    """
+    widths = _check_positive_ints("widths", widths)
+    if len(widths) < 2:
+        raise ValueError(f"widths needs at least [in, out]; got {widths}")
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return _apply_init(nn.Sequential(*layers), init)
+
+
+def mlp1024(in_features: int = 784, classes: int = 10, *, init: str = "glorot") -> nn.Sequential:
+    """MLP1024 of Staats et al.: dense [in, 1024, 512, 512, classes] (METHODS §7)."""
+    return mlp([in_features, 1024, 512, 512, classes], init=init)
+
+
+def tf_local_response_norm(depth_radius: int = 5, bias: float = 1.0, alpha: float = 1.0,
+                           beta: float = 0.5) -> nn.LocalResponseNorm:
+    """PyTorch's LocalResponseNorm equal to TensorFlow's `tf.nn.local_response_normalization`.
+
+    TensorFlow: x / (bias + alpha * sum_{|j-d|<=r} x_j^2)^beta.
+    PyTorch:    x / (k + alpha'/n * sum over n channels x_j^2)^beta, centred window.
+    So n = 2r + 1 and alpha' = alpha * n.
+    """
+    size = 2 * depth_radius + 1
+    return nn.LocalResponseNorm(size=size, alpha=alpha * size, beta=beta, k=bias)
+
+
+def mini_alexnet(in_channels: int = 3, classes: int = 10, *, image_size: int = 32,
+                 init: str = "glorot", channels=(300, 150), dense=(384, 192),
+                 l2: float = 1e-4) -> nn.Sequential:
+    """miniAlexNet of Staats et al. / Zhang et al. (METHODS §7).
+
+    conv 300 5x5 - maxpool 3x3/2 - LRN - conv 150 5x5 - maxpool 3x3/2 - LRN - flatten -
+    dense 384 - dense 192 - dense classes; ReLU after every conv and hidden dense layer;
+    'same' padding as in TensorFlow; LRN with depth radius 5, bias 1, alpha 1, beta 0.5;
+    L2 strength `l2` on the two hidden dense layers. `channels` and `dense` can be made
+    smaller for quick CPU runs.
+    """
+    in_channels, classes, image_size = _check_positive_ints("in_channels, classes, image_size",
+                                                            (in_channels, classes, image_size))
+    c1, c2 = _check_positive_ints("channels", channels)
+    d1, d2 = _check_positive_ints("dense", dense)
+    side = image_size
+    for _ in range(2):  # two 3x3/2 'same' max pools
+        side = (side + 2 - 3) // 2 + 1
+    fc1, fc2 = nn.Linear(c2 * side * side, d1), nn.Linear(d1, d2)
+    fc1.l2 = fc2.l2 = float(l2)
+    model = nn.Sequential(
+        nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1), tf_local_response_norm(),
+        nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1), tf_local_response_norm(),
+        nn.Flatten(),
+        fc1, nn.ReLU(),
+        fc2, nn.ReLU(),
+        nn.Linear(d2, classes),
+    )
+    return _apply_init(model, init)
+
+
+def lenet(in_channels: int = 1, classes: int = 10, *, image_size: int = 28,
+          init: str = "default") -> nn.Sequential:
+    """LeNet-5 with ReLU and max pooling: conv 6 5x5 - pool - conv 16 5x5 - pool - 120 - 84 - classes."""
+    in_channels, classes, image_size = _check_positive_ints("in_channels, classes, image_size",
+                                                            (in_channels, classes, image_size))
+    side = ((image_size // 2) - 4) // 2  # conv1 keeps the size (padding 2), conv2 removes 4
+    if side < 1:
+        raise ValueError(f"image_size={image_size} is too small for LeNet (needs >= 12)")
+    model = nn.Sequential(
+        nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * side * side, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, classes),
+    )
+    return _apply_init(model, init)
+
+
+def nn1(in_features: int = 100, classes: int = 10, *, init: str = "default") -> nn.Sequential:
+    """NN1 of Meng & Yao: 100 -> 1024 -> 512 -> 384 -> 192 -> K, ReLU, PyTorch default init."""
+    return mlp([in_features, 1024, 512, 384, 192, classes], init=init)
+
+
+def nn2(in_features: int = 2048, classes: int = 10, *, init: str = "default") -> nn.Sequential:
+    """NN2 of Meng & Yao: 2048 -> 1024 -> 512 -> K, ReLU, PyTorch default init."""
+    return mlp([in_features, 1024, 512, classes], init=init)
+
+
+MODELS = ("mlp1024", "mini_alexnet", "lenet", "nn1", "nn2")
+
+
+def build(name: str, input_shape, classes: int, *, init: str | None = None, **options) -> nn.Module:
+    """Build a model of the zoo by name for inputs of `input_shape` (without the batch axis).
+
+    `init` defaults to each model's paper choice: Glorot for MLP1024 and miniAlexNet
+    (Staats et al.), PyTorch's default for LeNet, NN1 and NN2 (Meng & Yao).
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    shape = tuple(int(s) for s in input_shape)
+    features = int(torch.tensor(shape).prod())
+    kw = dict(options)
+    if init is not None:
+        kw["init"] = init
+    if name == "mlp1024":
+        return mlp1024(features, classes, **kw)
+    if name in ("nn1", "nn2"):
+        return (nn1 if name == "nn1" else nn2)(features, classes, **kw)
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(f"{name} needs square images (C, H, H); got input shape {shape}")
+    maker = mini_alexnet if name == "mini_alexnet" else lenet
+    return maker(shape[0], classes, image_size=shape[1], **kw)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

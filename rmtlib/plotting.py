@@ -1,0 +1,61 @@
+"""One figure style for the whole book; the same colour always means the same thing.
+
+Colours follow Staats et al.: label noise 0% blue, 40% green, 100% brown, random
+initialisation red. Other noise levels get fixed colours of their own.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+RANDOM_INIT = "#d62728"  # red
+CONTROL = "0.55"         # grey: random-matrix control bands
+NOISE_COLORS = {
+    0.0: "#1f77b4",   # blue
+    0.1: "#17becf",
+    0.2: "#ff7f0e",   # orange
+    0.3: "#bcbd22",
+    0.4: "#2ca02c",   # green
+    0.5: "#9467bd",
+    0.6: "#e377c2",
+    0.7: "#7f7f7f",
+    0.8: "#393b79",
+    1.0: "#8c564b",   # brown
+}
+
+
+def noise_color(noise: float) -> str:
+    """Colour of a label-noise level (0..1); nearest listed level for other values."""
+    key = min(NOISE_COLORS, key=lambda k: abs(k - float(noise)))
+    return NOISE_COLORS[key]
+
+
+def noise_label(noise: float, schedule: str = "regular") -> str:
+    text = f"{round(100 * float(noise))}% noise"
+    return text if schedule == "regular" else f"{text} ({schedule})"
+
+
+def setup() -> None:
+    """Apply the book's style (call once at the top of a chapter)."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
+    plt.rcParams.update({
+        "figure.figsize": (6.4, 4.0),
+        "figure.dpi": 110,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "legend.frameon": False,
+    })
+
+
+def glue(name: str, value, display: bool = False):
+    """`myst_nb.glue` when the book builds; a no-op elsewhere (Colab, plain Jupyter)."""
+    import numpy as np
+
+    if isinstance(value, np.generic):  # myst-nb formats plain Python numbers only
+        value = value.item()
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return value
+    _glue(name, value, display=display)
+    return value

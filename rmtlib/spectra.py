@@ -1,0 +1,163 @@
+"""Weight matrices of a network and their singular value decomposition.
+
+METHODS §1: a Linear weight is used as it is (out x in); a convolution kernel
+(out, in, kh, kw) becomes the matrix (out, in*kh*kw) in row-major order,
+W~[k, l*M*N + m*N + n] = W[k, l, m, n] (Staats et al., Suppl. Eq. S1), and goes
+back exactly. Only weights are analysed; biases stay as they are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+ANALYSABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def as_tensor(W, *, dtype=None, name: str = "W") -> torch.Tensor:
+    """A 2-D float tensor from a numpy array or tensor, checked for shape and finiteness."""
+    if isinstance(W, np.ndarray):
+        W = torch.from_numpy(W)
+    if not isinstance(W, torch.Tensor):
+        raise TypeError(f"{name} must be a numpy array or torch tensor; got {type(W).__name__}")
+    W = W.detach()
+    if W.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D matrix; got shape {tuple(W.shape)} "
+                         "(use rmtlib.spectra.weight_matrix for a layer's weight)")
+    if not W.is_floating_point():
+        W = W.double()
+    if dtype is not None:
+        W = W.to(dtype)
+    if not torch.isfinite(W).all():
+        raise ValueError(f"{name} contains NaN or Inf entries; check the training run that produced it")
+    return W
+
+
+def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The analysable layers of a model, [(name, module)]: Linear and Conv layers, in order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, ANALYSABLE)]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The analysable layer called `name`; the error lists the valid names."""
+    found = dict(layers(model))
+    if name not in found:
+        raise ValueError(f"no analysable layer {name!r}; valid layer names: {list(found)}")
+    return found[name]
+
+
+def weight_matrix(module: nn.Module) -> torch.Tensor:
+    """The 2-D weight matrix of a Linear or Conv layer (METHODS §1), a detached copy."""
+    if not isinstance(module, ANALYSABLE):
+        raise TypeError(f"{type(module).__name__} is not a Linear or Conv layer; "
+                        "use rmtlib.spectra.layers(model) to list the analysable ones")
+    w = module.weight.detach()
+    return w.reshape(w.shape[0], -1).clone()
+
+
+def set_weight_matrix(module: nn.Module, W) -> None:
+    """Write a (filtered) matrix back into a layer's weight, reshaped exactly as before."""
+    shape = tuple(module.weight.shape)
+    rows, cols = shape[0], int(np.prod(shape[1:]))
+    W = torch.as_tensor(W) if not isinstance(W, torch.Tensor) else W
+    if tuple(W.shape) != (rows, cols):
+        raise ValueError(f"matrix of shape {tuple(W.shape)} does not fit weight {shape}; "
+                         f"expected ({rows}, {cols})")
+    with torch.no_grad():
+        module.weight.copy_(W.reshape(shape).to(module.weight.dtype))
+
+
+@dataclass
+class SVD:
+    """Reduced SVD W = U diag(S) Vh with singular values in descending order.
+
+    Columns of `U` are the left singular vectors (length n), rows of `Vh` the right
+    ones (length m).
+    """
+
+    U: torch.Tensor
+    S: torch.Tensor
+    Vh: torch.Tensor
+
+    @property
+    def q(self) -> float:
+        n, m = self.U.shape[0], self.Vh.shape[1]
+        return min(n, m) / max(n, m)
+
+    def vectors(self, side: str = "right") -> torch.Tensor:
+        """Singular vectors as rows, ordered like `S`: "right" (length m) or "left" (length n)."""
+        if side == "right":
+            return self.Vh
+        if side == "left":
+            return self.U.T
+        raise ValueError(f"side must be 'right' or 'left'; got {side!r}")
+
+
+GRAM_MAX_CONDITION = 1e5  # beyond this the Gram route loses too many digits
+
+
+def _gram_svd(A: torch.Tensor):
+    """SVD of a tall A through eigh(A^T A); None when A is too ill-conditioned for it.
+
+    Errors of the singular values are about eps * nu_max^2 / nu, so the route is used
+    only for nu_max / nu_min < GRAM_MAX_CONDITION (in float64: relative error < 1e-6).
+    """
+    lam, V = torch.linalg.eigh(A.T @ A)
+    lam, V = lam.flip(0), V.flip(1)
+    if lam[-1] <= 0 or lam[0] / lam[-1] > GRAM_MAX_CONDITION**2:
+        return None
+    S = lam.sqrt()
+    U = (A @ V) / S
+    return U, S, V.T
+
+
+def svd(W, *, compute_uv: bool = True, float64: bool = True, method: str = "lapack"):
+    """Reduced SVD of a matrix, computed on its tall orientation.
+
+    method="lapack": LAPACK's divide-and-conquer driver (gesdd), falling back to gesvd
+    when it fails to converge. method="gram": eigendecomposition of the smaller Gram
+    matrix, several times faster for wide layers; used only when the matrix is well
+    conditioned (else LAPACK). Returns an `SVD` or, with compute_uv=False, the singular
+    values (descending).
+    """
+    if method not in ("lapack", "gram"):
+        raise ValueError(f"method must be 'lapack' or 'gram'; got {method!r}")
+    W = as_tensor(W, dtype=torch.float64 if float64 else None)
+    wide = W.shape[0] < W.shape[1]
+    A = W.T if wide else W  # LAPACK is faster on the tall orientation
+    if method == "gram" and compute_uv:
+        out = _gram_svd(A)
+        if out is not None:
+            U, S, Vh = out
+            return SVD(Vh.T, S, U.T) if wide else SVD(U, S, Vh)
+    if not compute_uv:
+        try:
+            return torch.linalg.svdvals(A)
+        except RuntimeError:
+            import scipy.linalg
+
+            s = scipy.linalg.svd(A.cpu().numpy(), compute_uv=False, lapack_driver="gesvd")
+            return torch.from_numpy(s).to(A.device)
+    try:
+        U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    except RuntimeError:  # torch.linalg.LinAlgError: gesdd did not converge
+        import scipy.linalg
+
+        u, s, vh = scipy.linalg.svd(A.cpu().numpy(), full_matrices=False, lapack_driver="gesvd")
+        U, S, Vh = (torch.from_numpy(a).to(A.device) for a in (u, s, vh))
+    if wide:  # W = (A)^T = V S U^T
+        U, Vh = Vh.T, U.T
+    return SVD(U, S, Vh)
+
+
+def singular_values(W, *, float64: bool = True) -> np.ndarray:
+    """Singular values of a matrix, descending, as a numpy array."""
+    return svd(W, compute_uv=False, float64=float64).cpu().numpy()
+
+
+def shape_info(W) -> dict:
+    """n, m, N = max, M = min and the aspect ratio q = M / N of a matrix (METHODS notation)."""
+    n, m = (W.shape if hasattr(W, "shape") else np.shape(W))
+    return dict(n=int(n), m=int(m), N=int(max(n, m)), M=int(min(n, m)), q=min(n, m) / max(n, m))

@@ -1,0 +1,59 @@
+"""Committed notebooks are clean, parametrised, and each runs on the smoke profile."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rmtlib import rerun
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no notebooks found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs_and_with_parameters_first(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
+    assert "parameters" in code[0].get("metadata", {}).get("tags", []), "first code cell must be tagged parameters"
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    params = rerun.notebook_parameters(path)
+    assert params, "the parameters cell holds plain values"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cpu_profile_equals_the_notebook_defaults(path):
+    cpu = yaml.safe_load((ROOT / "params" / "cpu.yaml").read_text()) or {}
+    overrides = cpu.get(path.stem, {})
+    defaults = rerun.notebook_parameters(path)
+    for key, value in overrides.items():
+        assert defaults[key] == value, f"params/cpu.yaml {path.stem}.{key} differs from the notebook"
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_profiles_only_set_declared_parameters(profile):
+    for path in NOTEBOOKS:
+        rerun.profile_parameters(profile, path)  # raises on an undeclared name
+
+
+def test_unknown_profile_and_notebook_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="smoke"):
+        rerun.run("gpu", out=tmp_path)
+    with pytest.raises(ValueError, match="no notebook matches"):
+        rerun.run("smoke", ["99"], out=tmp_path)
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_the_smoke_profile(path, tmp_path):
+    [out] = rerun.run("smoke", [path.stem], out=tmp_path, progress=False)
+    nb = json.loads(out.read_text())
+    errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
