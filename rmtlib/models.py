@@ -7,6 +7,8 @@ per-layer weight decay.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -45,12 +47,14 @@ def mlp(widths, *, init: str = "glorot") -> nn.Sequential:
     widths = _check_positive_ints("widths", widths)
     if len(widths) < 2:
         raise ValueError(f"widths needs at least [in, out]; got {widths}")
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: list = [("flatten", nn.Flatten())]
+    hidden = len(widths) - 2
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return _apply_init(nn.Sequential(*layers), init)
+        if i < hidden:
+            layers += [(f"fc{i + 1}", nn.Linear(a, b)), (f"relu{i + 1}", nn.ReLU())]
+        else:
+            layers.append(("out", nn.Linear(a, b)))
+    return _apply_init(nn.Sequential(OrderedDict(layers)), init)
 
 
 def mlp1024(in_features: int = 784, classes: int = 10, *, init: str = "glorot") -> nn.Sequential:
@@ -90,16 +94,16 @@ def mini_alexnet(in_channels: int = 3, classes: int = 10, *, image_size: int = 3
         side = (side + 2 - 3) // 2 + 1
     fc1, fc2 = nn.Linear(c2 * side * side, d1), nn.Linear(d1, d2)
     fc1.l2 = fc2.l2 = float(l2)
-    model = nn.Sequential(
-        nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(),
-        nn.MaxPool2d(3, stride=2, padding=1), tf_local_response_norm(),
-        nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(),
-        nn.MaxPool2d(3, stride=2, padding=1), tf_local_response_norm(),
-        nn.Flatten(),
-        fc1, nn.ReLU(),
-        fc2, nn.ReLU(),
-        nn.Linear(d2, classes),
-    )
+    model = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(in_channels, c1, 5, padding=2)), ("relu1", nn.ReLU()),
+        ("pool1", nn.MaxPool2d(3, stride=2, padding=1)), ("norm1", tf_local_response_norm()),
+        ("conv2", nn.Conv2d(c1, c2, 5, padding=2)), ("relu2", nn.ReLU()),
+        ("pool2", nn.MaxPool2d(3, stride=2, padding=1)), ("norm2", tf_local_response_norm()),
+        ("flatten", nn.Flatten()),
+        ("fc1", fc1), ("relu3", nn.ReLU()),
+        ("fc2", fc2), ("relu4", nn.ReLU()),
+        ("out", nn.Linear(d2, classes)),
+    ]))
     return _apply_init(model, init)
 
 
@@ -111,14 +115,14 @@ def lenet(in_channels: int = 1, classes: int = 10, *, image_size: int = 28,
     side = ((image_size // 2) - 4) // 2  # conv1 keeps the size (padding 2), conv2 removes 4
     if side < 1:
         raise ValueError(f"image_size={image_size} is too small for LeNet (needs >= 12)")
-    model = nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16 * side * side, 120), nn.ReLU(),
-        nn.Linear(120, 84), nn.ReLU(),
-        nn.Linear(84, classes),
-    )
+    model = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(in_channels, 6, 5, padding=2)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(6, 16, 5)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(16 * side * side, 120)), ("relu3", nn.ReLU()),
+        ("fc2", nn.Linear(120, 84)), ("relu4", nn.ReLU()),
+        ("out", nn.Linear(84, classes)),
+    ]))
     return _apply_init(model, init)
 
 

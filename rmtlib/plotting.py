@@ -59,3 +59,14 @@ def glue(name: str, value, display: bool = False):
         return value
     _glue(name, value, display=display)
     return value
+
+
+def plot_pvalues(ax, result, *, color, label, show_band: bool = True, show_boundary: bool = True):
+    """Window-averaged PT p-values against singular value, with the control band (METHODS §2)."""
+    ax.plot(result.singular_values, result.smoothed, color=color, lw=1.2, label=label)
+    if show_band:
+        ax.axhspan(*result.band, color=CONTROL, alpha=0.25, lw=0)
+    if show_boundary and result.n_above > 0:
+        ax.axvline(result.boundary, color=color, ls="--", lw=0.9)
+    ax.set(xlabel="singular value $\\nu$", ylabel="averaged p-value", ylim=(-0.02, 1.0))
+    return ax

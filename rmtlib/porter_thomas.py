@@ -195,25 +195,24 @@ class PTResult:
         })
 
 
-def information_boundary(singular_values, smoothed, band, run: int = 15):
-    """Where the smoothed p-values enter the control band for good (METHODS §2).
+def information_boundary(singular_values, smoothed, band, window: int = 15, confirm: int = 3):
+    """Where the averaged p-values, scanned from the top, enter the control band (METHODS §2).
 
-    Scanning from the largest singular value down, the boundary is the first rank from
-    which `run` consecutive smoothed p-values lie inside the band. Returns
-    (boundary singular value, number of values above it); a matrix consistent with
-    randomness from the top gives (largest value, 0).
+    Only positions whose averaging window is complete are used (at the very ends the
+    window is cut and its average fluctuates more). Scanning from the largest singular
+    value down, the boundary is the first such position b whose averaged p-value and the
+    next `confirm - 1` ones lie inside the band. If the first complete window is already
+    inside, the matrix is consistent with randomness from the top: (largest value, 0).
+    Returns (boundary singular value nu_b, number of singular values above it = b).
     """
     sv, p = np.asarray(singular_values), np.asarray(smoothed)
+    h = window // 2
     inside = (p >= band[0]) & (p <= band[1])
-    run = min(run, len(p))
-    if len(p) >= run:
-        sums = np.convolve(inside.astype(int), np.ones(run, dtype=int), mode="valid")
-        starts = np.flatnonzero(sums == run)
-        first = int(starts[0]) if len(starts) else len(p)
-    else:
-        first = len(p)
-    boundary = float(sv[first]) if first < len(sv) else float(sv[-1])
-    return boundary, first
+    last = len(p) - h  # positions h .. last-1 have complete windows
+    for b in range(h, max(last - confirm + 1, h + 1)):
+        if inside[b : b + confirm].all():
+            return (float(sv[0]), 0) if b == h else (float(sv[b]), b)
+    return float(sv[-1]), len(sv)
 
 
 def analyze(W, *, side: str = "right", seed: int = 0, window: int = 15,
@@ -244,5 +243,5 @@ def analyze(W, *, side: str = "right", seed: int = 0, window: int = 15,
     sv, p, sm = run(W)
     csv, _, csm = run(gaussian_control(tuple(W.shape), seed=seed + 1))
     band = (float(csm.mean() - 2 * csm.std()), float(csm.mean() + 2 * csm.std()))
-    boundary, n_above = information_boundary(sv, sm, band, run=window)
+    boundary, n_above = information_boundary(sv, sm, band, window=window)
     return PTResult(sv, p, sm, csv, csm, band, boundary, n_above, n_above / len(sv), side, length, window)

@@ -23,7 +23,7 @@ from ._io import cache_dir, load_checked, save_checked
 from .data import Dataset, Split
 from .devices import resolve_device
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump when a model's layout or the training loop changes
 
 
 @dataclass(frozen=True)

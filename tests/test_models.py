@@ -17,6 +17,7 @@ def test_mlp1024_shapes_and_parameters():
     assert models.count_parameters(net) == _dense_params([784, 1024, 512, 512, 10])
     shapes = [tuple(m.weight.shape) for m in net if isinstance(m, nn.Linear)]
     assert shapes == [(1024, 784), (512, 1024), (512, 512), (10, 512)]
+    assert [n for n, m in net.named_children() if isinstance(m, nn.Linear)] == ["fc1", "fc2", "fc3", "out"]
 
 
 @pytest.mark.parametrize("shape,flat", [((3, 32, 32), 150 * 8 * 8), ((1, 28, 28), 150 * 7 * 7)])
@@ -46,7 +47,7 @@ def test_local_response_norm_matches_tensorflow_formula():
 def test_glorot_uniform_statistics():
     torch.manual_seed(0)
     net = models.mlp1024(784, 10)
-    first = net[1]
+    first = net.fc1
     bound = math.sqrt(6 / (784 + 1024))
     w = first.weight.detach().double()
     assert w.abs().max() <= bound
@@ -60,7 +61,7 @@ def test_glorot_uniform_statistics():
 def test_default_init_differs_from_glorot():
     torch.manual_seed(0)
     net = models.mlp([100, 50, 10], init="default")
-    assert not torch.all(net[1].bias == 0)  # PyTorch's default init draws biases
+    assert not torch.all(net.fc1.bias == 0)  # PyTorch's default init draws biases
 
 
 @pytest.mark.parametrize("name,shape,n_out", [("lenet", (1, 28, 28), 10), ("nn1", (100,), 4),

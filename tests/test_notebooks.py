@@ -29,10 +29,12 @@ def test_committed_without_outputs_and_with_parameters_first(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_cpu_profile_equals_the_notebook_defaults(path):
     cpu = yaml.safe_load((ROOT / "params" / "cpu.yaml").read_text()) or {}
-    overrides = cpu.get(path.stem, {})
     defaults = rerun.notebook_parameters(path)
-    for key, value in overrides.items():
+    for key, value in (cpu.get(path.stem) or {}).items():
         assert defaults[key] == value, f"params/cpu.yaml {path.stem}.{key} differs from the notebook"
+    for key, value in (cpu.get("all") or {}).items():
+        if key in defaults:
+            assert defaults[key] == value, f"params/cpu.yaml all.{key} differs from {path.stem}"
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])

@@ -108,7 +108,7 @@ def test_analyze_random_matrix_has_no_boundary_and_planted_vectors_are_found():
     res = pt.analyze(noise, samples=5000)
     lo, hi = res.band
     assert lo < 0.5 < hi
-    assert res.n_above <= 15  # the top window may straddle a fluctuation, no more
+    assert res.n_above == 0 and res.boundary == res.singular_values[0]
     # plant 8 strong rank-one terms whose vectors are localized (far from Porter-Thomas)
     planted = noise.clone()
     for k in range(8):
@@ -119,6 +119,18 @@ def test_analyze_random_matrix_has_no_boundary_and_planted_vectors_are_found():
     assert res.pvalues[:8].max() < 1e-3
     assert 8 <= res.n_above <= 8 + 15
     assert res.boundary == pytest.approx(res.singular_values[res.n_above])
+    assert ((res.smoothed[7:res.n_above] < lo) | (res.smoothed[7:res.n_above] > hi)).any()
     assert res.fraction_above == pytest.approx(res.n_above / 200)
     left = pt.analyze(planted, side="left", samples=5000)
     assert left.length == 300 and left.pvalues[:8].max() < 1e-3
+
+
+def test_information_boundary_definition():
+    sv = np.linspace(10, 1, 40)
+    band = (0.3, 0.7)
+    p = np.full(40, 0.5)
+    assert pt.information_boundary(sv, p, band, window=5) == (10.0, 0)
+    p[:12] = 0.05  # a run of deviating vectors at the top
+    assert pt.information_boundary(sv, p, band, window=5) == (sv[12], 12)
+    p[12] = 0.5; p[13] = 0.05  # a single touch of the band is not yet the boundary
+    assert pt.information_boundary(sv, p, band, window=5) == (sv[14], 14)
