@@ -221,11 +221,15 @@ def fit(singular_values, shape, *, window: int = 15) -> MPFit:
 
 
 def fit_naive(singular_values, shape) -> MPFit:
-    """The naive fit for comparison: the normalized MP density fitted to a histogram of *all* values."""
+    """The naive estimate, for comparison: sigma from the variance of *all* entries.
+
+    Treating the whole matrix as noise, s^2 = ||W||_F^2 / (N M) and sigma = s sqrt(N), i.e.
+    sigma^2 = mean(nu^2) (exact for the MP law). Every outlier adds its nu^2 to the mean,
+    so a layer with strong outliers gets a bulk that is too wide.
+    """
     sv = _as_values(singular_values)
     N, M, q = _shape_q(tuple(shape), len(sv))
-    sigma0 = float(np.sqrt(np.mean(sv**2)))  # E[nu^2] = sigma^2 for the MP law
-    sigma = _fit_sigma_to_histogram(sv, q, float(sv[0]), float(sv[-1]), sigma0)
+    sigma = float(np.sqrt(np.mean(sv**2)))
     lo, hi = edges(sigma, q)
     n_out = int(np.sum(sv > hi))
     return MPFit(sigma, q, lo, hi, n_out, n_out / M, N, M, float(sv[0]), float(sv[-1]), float("nan"),

@@ -70,3 +70,21 @@ def plot_pvalues(ax, result, *, color, label, show_band: bool = True, show_bound
         ax.axvline(result.boundary, color=color, ls="--", lw=0.9)
     ax.set(xlabel="singular value $\\nu$", ylabel="averaged p-value", ylim=(-0.02, 1.0))
     return ax
+
+
+def plot_mp_fit(ax, singular_values, fit, *, color="#1f77b4", label=None, bins: int = 80,
+                show_edges: bool = True):
+    """Histogram of a spectrum with its fitted MP bulk (scaled to the bulk's share) and edges."""
+    import numpy as np
+
+    sv = np.asarray(singular_values, dtype=float)
+    ax.hist(sv, bins=bins, density=True, color=color, alpha=0.35, label=label)
+    grid = np.linspace(0, sv.max() * 1.02, 800)
+    bulk_share = 1 - fit.fraction_outliers
+    ax.plot(grid, bulk_share * fit.density(grid), color="k", lw=1.3,
+            label=f"MP fit ({fit.method}), $\\sigma$={fit.sigma:.3g}")
+    if show_edges:
+        for edge in (fit.nu_min, fit.nu_max):
+            ax.axvline(edge, color="k", ls=":", lw=0.9)
+    ax.set(xlabel="singular value $\\nu$", ylabel="density")
+    return ax
