@@ -356,6 +356,31 @@ def _make_anova(name, *, seed, dim=100, classes=10, n_per_class=7500, n_test_per
     return xtr, ytr, xte, yte, tuple(range(classes)), extra
 
 
+def image_folder(root, *, n: int | None = 1000, size: int = 224, seed: int = 0) -> Split:
+    """Images of an ImageNet-style folder (one subfolder per class) as one tensor Split.
+
+    The usual ImageNet evaluation transform: resize 256, centre crop `size`, ImageNet mean
+    and std. `n` images are drawn at random (seeded); None takes all. The classes are the
+    sorted subfolder names, so the labels match torchvision's pretrained networks when the
+    folder holds the 1,000 ImageNet synset folders.
+    """
+    from torchvision import datasets, transforms
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataNotFoundError(f"image folder {root} does not exist; pass the ImageNet validation "
+                                "folder with one subfolder per class (e.g. n01440764/)")
+    tf = transforms.Compose([
+        transforms.Resize(int(size * 256 / 224)), transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])
+    ds = datasets.ImageFolder(str(root), transform=tf)
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+    idx = idx if n is None else idx[:n]
+    xs, ys = zip(*(ds[int(i)] for i in idx))  # decoding files is per-image by nature
+    return Split(torch.stack(xs), torch.as_tensor(ys, dtype=torch.long))
+
+
 def _main(argv=None):
     import argparse
 

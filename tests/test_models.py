@@ -41,7 +41,10 @@ def test_local_response_norm_matches_tensorflow_formula():
         lo, hi = max(0, d - r), min(17, d + r + 1)
         expected[:, d] = x[:, d] / (bias + alpha * sq[:, lo:hi].sum(1)) ** beta
     got = models.tf_local_response_norm(r, bias, alpha, beta)(x)
-    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(got, expected, atol=1e-5)
+    # and PyTorch's own layer with size = 2r+1, alpha' = alpha * size agrees
+    torch_lrn = torch.nn.LocalResponseNorm(2 * r + 1, alpha=alpha * (2 * r + 1), beta=beta, k=bias)
+    assert torch.allclose(torch_lrn(x), expected, atol=1e-5)
 
 
 def test_glorot_uniform_statistics():

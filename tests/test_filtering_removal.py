@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rmtlib import filtering, models, spectra
+from rmtlib.data import Split
+
+
+def test_remove_smallest_zeroes_exactly_the_k_smallest():
+    W = torch.randn(30, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    S = torch.linalg.svdvals(W)
+    for k in (0, 1, 7, 20):
+        Sk = torch.linalg.svdvals(filtering.remove_smallest(W, k))
+        assert torch.allclose(Sk[: 20 - k], S[: 20 - k], atol=1e-10)
+        assert torch.all(Sk[20 - k :] < 1e-10)
+    assert torch.allclose(filtering.remove_smallest(W, 0), W, atol=1e-12)
+    with pytest.raises(ValueError, match=r"\[0, 20\]"):
+        filtering.remove_smallest(W, 21)
+
+
+def _data(shape, n=300, seed=0, classes=5):
+    g = torch.Generator().manual_seed(seed)
+    return {"train": Split(torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g)),
+            "test": Split(torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g))}
+
+
+def _trained_like(model, data, steps=60):
+    # a few steps of training so that predictions depend on the weights in a non-trivial way
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(data["train"].x), data["train"].y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    return model.eval()
+
+
+FRACTIONS = np.linspace(0, 1, 11)
+
+
+@pytest.mark.parametrize("layers", [["fc1"], ["fc2"], ["fc1", "fc2", "fc3"]])
+def test_fast_sweep_equals_naive_route_for_an_mlp(layers):
+    torch.manual_seed(0)
+    data = _data((1, 6, 6))
+    net = _trained_like(models.mlp([36, 40, 30, 20, 5]), data)
+    fast = filtering.removal_sweep(net, layers, FRACTIONS, data, method="fast", batch_size=128)
+    naive = filtering.removal_sweep(net, layers, FRACTIONS, data, method="naive", progress_bar=False)
+    assert np.array_equal(fast.filter(like="k_").values, naive.filter(like="k_").values)
+    assert np.allclose(fast.train_acc, naive.train_acc, atol=1 / 300 + 1e-12)
+    assert np.allclose(fast.test_acc, naive.test_acc, atol=1 / 300 + 1e-12)
+    assert fast.train_acc.iloc[0] > fast.train_acc.iloc[-1]  # removing everything hurts
+    assert (fast.train_acc == naive.train_acc).mean() > 0.8  # identical up to rare float ties
+
+
+@pytest.mark.parametrize("layers", [["conv2"], ["conv1", "fc1"]])
+def test_fast_sweep_equals_naive_route_for_a_conv_net(layers):
+    torch.manual_seed(1)
+    data = _data((3, 12, 12), n=200)
+    net = _trained_like(models.mini_alexnet(3, 5, image_size=12, channels=(8, 6), dense=(16, 12)), data, 30)
+    fast = filtering.removal_sweep(net, layers, FRACTIONS, data, method="fast", batch_size=64)
+    naive = filtering.removal_sweep(net, layers, FRACTIONS, data, method="naive", progress_bar=False)
+    assert np.allclose(fast.train_acc, naive.train_acc, atol=1 / 200 + 1e-12)
+    assert np.allclose(fast.test_acc, naive.test_acc, atol=1 / 200 + 1e-12)
+
+
+def test_factored_layer_reproduces_the_full_forward_exactly():
+    torch.manual_seed(2)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    dec = spectra.svd(spectra.weight_matrix(conv))
+    f = filtering._Factored(conv, dec, torch.float64, torch.device("cpu"))
+    x = torch.randn(5, 4, 7, 7, dtype=torch.float64)
+    out = f.expand(f.project(x)[None], dec.S[None].double())[0]
+    ref = nn.functional.conv2d(x, conv.weight.double(), conv.bias.double(), padding=1)
+    assert torch.allclose(out, ref, atol=1e-10)
+
+
+def test_bad_sweep_input():
+    torch.manual_seed(0)
+    data = _data((1, 6, 6))
+    net = models.mlp([36, 10, 5])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        filtering.removal_sweep(net, ["fc1"], [0.1, 1.2], data)
+    with pytest.raises(ValueError, match=r"valid layer names: \['fc1', 'out'\]"):
+        filtering.removal_sweep(net, ["fc7"], [0.1], data)
+    with pytest.raises(ValueError, match="is not a Linear or Conv layer"):
+        filtering.removal_sweep(net, ["relu1"], [0.1], data)
