@@ -68,11 +68,60 @@ def profile_parameters(profile: str, notebook: Path, root=None) -> dict:
     return {k: v for k, v in merged.items() if k in declared}
 
 
-def run(profile: str, selection=None, out=None, root=None, kernel: str = "python3",
-        progress: bool = True) -> list[Path]:
-    """Execute the selected notebooks (stems or number prefixes; default all) under `profile`."""
-    import papermill as pm
+def execute_plain(notebook: Path, parameters: dict, dest: Path) -> None:
+    """Run a notebook's code cells in this Python process, without Jupyter (papermill-free).
 
+    For machines that have PyTorch but no Jupyter stack (a bare GPU box): the parameters
+    cell runs first, then the given parameters, then the other cells in order. IPython
+    magics (`%pip ...`) are skipped; figures go to files next to `dest`. Writes the cells
+    and their printed output to `dest` as plain text.
+    """
+    import contextlib
+    import io
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nb = json.loads(Path(notebook).read_text())
+    ns = {"__name__": "__main__", "display": print}
+    log = io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(Path(notebook).parent)
+    figures = 0
+    try:
+        for cell in nb["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            src = "".join(cell["source"])
+            src = "\n".join(l[: len(l) - len(l.lstrip())] + "pass" if l.lstrip().startswith(("%", "!")) else l
+                            for l in src.split("\n"))
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                exec(compile(src, f"<{Path(notebook).name}>", "exec"), ns)
+                if "parameters" in cell.get("metadata", {}).get("tags", []):
+                    ns.update(parameters)
+                for num in plt.get_fignums():
+                    figures += 1
+                    plt.figure(num).savefig(dest.with_name(f"{dest.stem}_fig{figures}.png"), dpi=80)
+                plt.close("all")
+            log.write(f"# ---- cell\n{src}\n# ---- output\n{buf.getvalue()}\n")
+    finally:
+        os.chdir(cwd)
+        dest.write_text(log.getvalue())
+
+
+def run(profile: str, selection=None, out=None, root=None, kernel: str = "python3",
+        progress: bool = True, engine: str = "papermill", overrides: dict | None = None) -> list[Path]:
+    """Execute the selected notebooks (stems or number prefixes; default all) under `profile`.
+
+    engine="papermill" writes executed notebooks; engine="plain" runs the code without
+    Jupyter (see `execute_plain`). `overrides` set parameters on top of the profile.
+    """
+    if engine not in ("papermill", "plain"):
+        raise ValueError(f"engine must be 'papermill' or 'plain'; got {engine!r}")
     r = _root(root)
     books = notebooks(r)
     if selection:
@@ -81,15 +130,20 @@ def run(profile: str, selection=None, out=None, root=None, kernel: str = "python
         if missing:
             raise ValueError(f"no notebook matches {missing}; available: {[nb.stem for nb in books]}")
         books = chosen
-    params = {nb: profile_parameters(profile, nb, r) for nb in books}  # validate all first
+    params = {nb: {**profile_parameters(profile, nb, r), **(overrides or {})} for nb in books}  # validate first
     target = Path(out) if out is not None else r / "runs" / profile
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for nb, p in params.items():
-        dest = target / nb.name
+        dest = target / (nb.name if engine == "papermill" else f"{nb.stem}.txt")
         print(f"[{profile}] {nb.name} -> {dest}", flush=True)
-        pm.execute_notebook(str(nb), str(dest), parameters=p, kernel_name=kernel,
-                            cwd=str(nb.parent), progress_bar=progress, log_output=False)
+        if engine == "papermill":
+            import papermill as pm
+
+            pm.execute_notebook(str(nb), str(dest), parameters=p, kernel_name=kernel,
+                                cwd=str(nb.parent), progress_bar=progress, log_output=False)
+        else:
+            execute_plain(nb, p, dest)
         written.append(dest)
     return written
 
@@ -99,9 +153,19 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="cpu", help="smoke | cpu | paper (files in params/)")
     parser.add_argument("--notebooks", nargs="*", help="stems or number prefixes, e.g. 00 03")
     parser.add_argument("--out", default=None, help="output folder (default runs/<profile>)")
+    parser.add_argument("--engine", default="papermill", choices=("papermill", "plain"),
+                        help="plain: run the code without Jupyter (a bare GPU machine)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=YAML",
+                        help="override a parameter, e.g. --set dataset=fashion-mnist --set 'seeds=[0, 1]'")
     args = parser.parse_args(argv)
     try:
-        written = run(args.profile, args.notebooks, args.out)
+        overrides = {}
+        for item in args.set:
+            if "=" not in item:
+                raise ValueError(f"--set needs NAME=VALUE; got {item!r}")
+            key, value = item.split("=", 1)
+            overrides[key.strip()] = yaml.safe_load(value)
+        written = run(args.profile, args.notebooks, args.out, engine=args.engine, overrides=overrides)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -59,3 +59,12 @@ def test_notebook_runs_on_the_smoke_profile(path, tmp_path):
     errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_plain_engine_runs_a_chapter_without_jupyter(tmp_path, monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    [out] = rerun.run("smoke", ["00"], out=tmp_path, engine="plain",
+                      overrides={"noise_levels": [0.0], "overfitting_noise": []})
+    text = out.read_text()
+    assert "noise_levels = [0.0, 0.2, 0.4, 1.0]" in text  # the parameters cell ran, then the override
+    assert list(tmp_path.glob("00_model_zoo_fig*.png"))
