@@ -113,7 +113,7 @@ def filter_matrix(W, k: int, *, shift: bool = True, fit=None) -> torch.Tensor:
     W = spectra.as_tensor(W)
     dec = spectra.svd(W)
     S = filtered_values(dec.S.cpu().numpy(), k, shift_values=shift, fit=fit, shape=tuple(W.shape))
-    out = (dec.U * torch.as_tensor(S, dtype=dec.U.dtype)) @ dec.Vh
+    out = (dec.U * torch.as_tensor(S, dtype=dec.U.dtype, device=dec.U.device)) @ dec.Vh
     return out.to(W.dtype)
 
 
@@ -315,7 +315,7 @@ def removal_sweep(model: nn.Module, layer_names, fractions, data, *, splits=("tr
                 mats = {}
                 for n in layer_names:
                     d = spectra.svd(spectra.weight_matrix(spectra.get_layer(model, n)))  # naive: SVD per k
-                    mats[n] = (d.U * torch.as_tensor(vals[n][j], dtype=d.U.dtype)) @ d.Vh
+                    mats[n] = (d.U * torch.as_tensor(vals[n][j], dtype=d.U.dtype, device=d.U.device)) @ d.Vh
                 accs.append(_accuracy(_filtered_copy(model, mats), split, batch_size, dev))
             rows[f"{split_name}_acc"] = accs
     return rows
@@ -376,7 +376,7 @@ def denoise(model: nn.Module, val: Split, *, shift: bool = True, test: Split | N
                     best = dict(variant="shift+remove", k=int(sh[f"k_{name}"].iloc[int(np.argmax(sh.val_acc))]),
                                 acc=float(sh.val_acc.max()), shifted=int(np.sum(S > fit.nu_max)), fit=fit)
         new_S = filtered_values(S, best["k"], shift_values=best["variant"] != "remove", fit=best["fit"])
-        spectra.set_weight_matrix(module, (dec.U * torch.as_tensor(new_S, dtype=dec.U.dtype)) @ dec.Vh)
+        spectra.set_weight_matrix(module, (dec.U * torch.as_tensor(new_S, dtype=dec.U.dtype, device=dec.U.device)) @ dec.Vh)
         row = dict(layer=name, M=M, removed=best["k"], shifted=best["shifted"], variant=best["variant"],
                    val_acc_before=current, val_acc=_accuracy(work, val, batch_size, dev))
         if test is not None:

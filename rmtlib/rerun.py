@@ -108,6 +108,7 @@ def execute_plain(notebook: Path, parameters: dict, dest: Path) -> None:
                     plt.figure(num).savefig(dest.with_name(f"{dest.stem}_fig{figures}.png"), dpi=80)
                 plt.close("all")
             log.write(f"# ---- cell\n{src}\n# ---- output\n{buf.getvalue()}\n")
+            dest.write_text(log.getvalue())  # as it goes: a long run shows its progress
     finally:
         os.chdir(cwd)
         dest.write_text(log.getvalue())
@@ -130,7 +131,13 @@ def run(profile: str, selection=None, out=None, root=None, kernel: str = "python
         if missing:
             raise ValueError(f"no notebook matches {missing}; available: {[nb.stem for nb in books]}")
         books = chosen
-    params = {nb: {**profile_parameters(profile, nb, r), **(overrides or {})} for nb in books}  # validate first
+    overrides = dict(overrides or {})
+    declared = {nb: notebook_parameters(nb) for nb in books}
+    unused = [k for k in overrides if not any(k in d for d in declared.values())]
+    if unused:
+        raise ValueError(f"no selected notebook declares {unused}; see their parameters cells")
+    params = {nb: {**profile_parameters(profile, nb, r), **{k: v for k, v in overrides.items() if k in declared[nb]}}
+              for nb in books}  # everything is validated before the first notebook runs
     target = Path(out) if out is not None else r / "runs" / profile
     target.mkdir(parents=True, exist_ok=True)
     written = []
