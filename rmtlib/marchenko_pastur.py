@@ -12,10 +12,11 @@ finds the bulk without being pulled by the outliers.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 
 MIN_VALUES = 20  # a fit needs at least this many singular values
 
@@ -196,10 +197,12 @@ def fit(singular_values, shape, *, window: int = 15) -> MPFit:
     unit = _mp_shape(grid[use], 1.0, nu_max0, nu_min)
     a0 = y[peak] / max(unit.max(), 1e-300)
     try:
-        (a, nu_max1), _ = curve_fit(
-            lambda x, a, b: _mp_shape(x, a, b, nu_min), grid[use], y[use], p0=[a0, nu_max0],
-            bounds=([0, lower], [np.inf, upper]), maxfev=5000,
-        )
+        with warnings.catch_warnings():  # the covariance is not used
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (a, nu_max1), _ = curve_fit(
+                lambda x, a, b: _mp_shape(x, a, b, nu_min), grid[use], y[use], p0=[a0, nu_max0],
+                bounds=([0, lower], [np.inf, upper]), maxfev=5000,
+            )
     except (RuntimeError, ValueError) as err:
         raise RuntimeError(f"stage (i) of the MP fit did not converge ({err}); is this a spectrum "
                            "with a bulk? Plot it with rmtlib.marchenko_pastur.broaden") from err
