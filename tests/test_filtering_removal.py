@@ -83,3 +83,31 @@ def test_bad_sweep_input():
         filtering.removal_sweep(net, ["fc7"], [0.1], data)
     with pytest.raises(ValueError, match="is not a Linear or Conv layer"):
         filtering.removal_sweep(net, ["relu1"], [0.1], data)
+
+
+def test_image_folder_and_pretrained_loading_on_standins(tmp_path):
+    from PIL import Image
+    from rmtlib import data
+
+    rng = np.random.default_rng(0)
+    for cls in ("n001", "n002"):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "val" / cls / f"{i}.png")
+    split = data.image_folder(tmp_path / "val", n=4, size=32)
+    assert split.x.shape == (4, 3, 32, 32) and set(split.y.tolist()) <= {0, 1}
+    with pytest.raises(data.DataNotFoundError, match="subfolder per class"):
+        data.image_folder(tmp_path / "missing")
+    # pretrained loading from a state_dict file (real weights need a download)
+    import torchvision
+
+    torch.manual_seed(0)
+    ref = torchvision.models.alexnet(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "alexnet.pt")
+    net = models.pretrained("alexnet", tmp_path / "alexnet.pt")
+    assert torch.equal(net.classifier[1].weight, ref.classifier[1].weight)
+    assert net(split.x).shape == (4, 1000)
+    with pytest.raises(ValueError, match="alexnet"):
+        models.pretrained("resnet50")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        models.pretrained("alexnet", tmp_path / "nope.pt")
