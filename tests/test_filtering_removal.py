@@ -94,8 +94,8 @@ def test_image_folder_and_pretrained_loading_on_standins(tmp_path):
         (tmp_path / "val" / cls).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "val" / cls / f"{i}.png")
-    split = data.image_folder(tmp_path / "val", n=4, size=32)
-    assert split.x.shape == (4, 3, 32, 32) and set(split.y.tolist()) <= {0, 1}
+    split = data.image_folder(tmp_path / "val", n=4, size=64)
+    assert split.x.shape == (4, 3, 64, 64) and set(split.y.tolist()) <= {0, 1}
     with pytest.raises(data.DataNotFoundError, match="subfolder per class"):
         data.image_folder(tmp_path / "missing")
     # pretrained loading from a state_dict file (real weights need a download)
