@@ -252,14 +252,10 @@ def _filtered_copy(model, matrices: dict):
     return out
 
 
-@torch.no_grad()
 def _accuracy(model, split: Split, batch: int, device) -> float:
-    model.eval()
-    correct = 0
-    for i in range(0, len(split), batch):
-        out = model(split.x[i : i + batch].to(device))
-        correct += (out.argmax(1) == split.y[i : i + batch].to(device)).sum().item()
-    return correct / max(len(split), 1)
+    from .train import evaluate  # one evaluation routine for the whole library
+
+    return evaluate(model.to(device), split, batch_size=batch)[0]
 
 
 def removal_sweep(model: nn.Module, layer_names, fractions, data, *, splits=("train", "test"),
