@@ -13,26 +13,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .validation import as_matrix
+
 ANALYSABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def as_tensor(W, *, dtype=None, name: str = "W") -> torch.Tensor:
-    """A 2-D float tensor from a numpy array or tensor, checked for shape and finiteness."""
-    if isinstance(W, np.ndarray):
-        W = torch.from_numpy(W)
-    if not isinstance(W, torch.Tensor):
-        raise TypeError(f"{name} must be a numpy array or torch tensor; got {type(W).__name__}")
-    W = W.detach()
-    if W.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D matrix; got shape {tuple(W.shape)} "
-                         "(use rmtlib.spectra.weight_matrix for a layer's weight)")
-    if not W.is_floating_point():
-        W = W.double()
-    if dtype is not None:
-        W = W.to(dtype)
-    if not torch.isfinite(W).all():
-        raise ValueError(f"{name} contains NaN or Inf entries; check the training run that produced it")
-    return W
+    """A 2-D real float tensor from a numpy array, tensor or nested list (the input door,
+    `rmtlib.validation.as_matrix`): checked for shape, emptiness and finiteness."""
+    return as_matrix(W, name, dtype=dtype)
 
 
 def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
