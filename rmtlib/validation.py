@@ -81,8 +81,8 @@ def as_array(x, name: str = "x", *, ndim: int | tuple[int, ...] | None = None,
         if bool(bad.any()):
             n_nan = int(torch.isnan(t).sum())
             n_inf = int(bad.sum()) - n_nan
-            raise ValueError(f"{name} contains {n_nan} NaN and {n_inf} Inf entries out of "
-                             f"{t.numel()}; check the computation that produced it")
+            raise ValueError(f"{name} contains NaN or Inf entries ({n_nan} NaN and {n_inf} Inf "
+                             f"out of {t.numel()}); check the computation that produced it")
     return t
 
 

@@ -73,8 +73,12 @@ def test_bad_matrices_are_refused():
         spectra.svd(torch.zeros(2, 3, 4))
     with pytest.raises(ValueError, match="NaN or Inf"):
         spectra.svd(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
-    with pytest.raises(TypeError, match="numpy array or torch tensor"):
-        spectra.svd([[1.0, 2.0]])
+    with pytest.raises(TypeError, match="numpy array, a torch tensor or a nested list"):
+        spectra.svd({"a": 1})
+    with pytest.raises(TypeError, match="complex"):
+        spectra.svd(torch.ones(2, 2, dtype=torch.complex64))
+    # nested lists are an accepted input (the one input door)
+    assert spectra.singular_values([[3.0, 0.0], [0.0, 4.0]]).tolist() == [4.0, 3.0]
 
 
 @pytest.mark.parametrize("shape", [(60, 25), (25, 60)])
