@@ -15,7 +15,7 @@ from torch import nn
 
 from .validation import as_matrix
 
-ANALYSABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+ANALYSABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 
 
 def as_tensor(W, *, dtype=None, name: str = "W") -> torch.Tensor:
@@ -25,7 +25,7 @@ def as_tensor(W, *, dtype=None, name: str = "W") -> torch.Tensor:
 
 
 def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The analysable layers of a model, [(name, module)]: Linear and Conv layers, in order."""
+    """The analysable layers of a model, [(name, module)]: Linear, Conv and Embedding layers, in order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, ANALYSABLE)]
 
 
@@ -38,9 +38,11 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 def weight_matrix(module: nn.Module) -> torch.Tensor:
-    """The 2-D weight matrix of a Linear or Conv layer (METHODS §1), a detached copy."""
+    """The 2-D weight matrix of a Linear, Conv or Embedding layer (METHODS §1), a detached copy.
+
+    An Embedding's weight (vocabulary x dimension) is used as it is."""
     if not isinstance(module, ANALYSABLE):
-        raise TypeError(f"{type(module).__name__} is not a Linear or Conv layer; "
+        raise TypeError(f"{type(module).__name__} is not a Linear, Conv or Embedding layer; "
                         "use rmtlib.spectra.layers(model) to list the analysable ones")
     w = module.weight.detach()
     return w.reshape(w.shape[0], -1).clone()

@@ -323,17 +323,10 @@ def trained(config, *, data: Dataset | None = None, device=None, progress: bool 
     `epochs=0` gives the random initialisation. Returns (model on CPU in eval mode, History).
     """
     cfg = Config.of(config).validate()
-    path = cfg.path()
-    if path.exists() and not retrain:
-        try:
-            payload = load_checked(path)
-            if payload.get("config") != asdict(cfg):
-                raise ValueError("config in file differs")
-            model = cfg.build_model(payload["input_shape"], payload["num_classes"])
-            model.load_state_dict(payload["state_dict"])
-            return model.eval(), History.from_dict(payload["history"])
-        except Exception as err:  # damaged, truncated, or from another version: rebuild
-            warnings.warn(f"model cache {path.name} unusable ({err}); retraining", stacklevel=2)
+    if not retrain:
+        hit = load_cached(cfg)
+        if hit is not None:
+            return hit
     ds = data if data is not None else cfg.load_data()
     if data is not None and (ds.info.get("noise") != cfg.noise or ds.info.get("seed") != cfg.seed):
         raise ValueError("data= does not match config (noise/seed); omit data= to load it from the config")
@@ -341,7 +334,34 @@ def trained(config, *, data: Dataset | None = None, device=None, progress: bool 
     history = train(model, ds, schedule=cfg.schedule, epochs=cfg.epochs, seed=cfg.seed,
                     device=device, batch_size=cfg.batch_size, progress=progress)
     model = model.cpu().eval()
-    save_checked(path, dict(config=asdict(cfg), input_shape=ds.input_shape,
-                            num_classes=ds.num_classes, state_dict=model.state_dict(),
-                            history=history.to_dict()))
+    save_cached(cfg, model, history, ds)
     return model, history
+
+
+def load_cached(config):
+    """(model, History) for `config` from the model cache, or None on a miss.
+
+    A damaged or mismatching file is reported with a warning and treated as a miss.
+    """
+    cfg = Config.of(config)
+    path = cfg.path()
+    if not path.exists():
+        return None
+    try:
+        payload = load_checked(path)
+        if payload.get("config") != asdict(cfg):
+            raise ValueError("config in file differs")
+        model = cfg.build_model(payload["input_shape"], payload["num_classes"])
+        model.load_state_dict(payload["state_dict"])
+        return model.eval(), History.from_dict(payload["history"])
+    except Exception as err:  # damaged, truncated, or from another version: rebuild
+        warnings.warn(f"model cache {path.name} unusable ({err}); retraining", stacklevel=2)
+        return None
+
+
+def save_cached(config, model: nn.Module, history: History, data: Dataset) -> None:
+    """Write a trained model (on CPU) and its History under `config`'s key, atomically."""
+    cfg = Config.of(config)
+    save_checked(cfg.path(), dict(config=asdict(cfg), input_shape=data.input_shape,
+                                  num_classes=data.num_classes, state_dict=model.state_dict(),
+                                  history=history.to_dict()))

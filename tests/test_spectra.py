@@ -40,8 +40,14 @@ def test_layers_lists_linear_and_conv_in_order():
     assert [n for n, _ in spectra.layers(net)] == ["0", "3", "4"]
     with pytest.raises(ValueError, match=r"valid layer names: \['0', '3', '4'\]"):
         spectra.get_layer(net, "1")
-    with pytest.raises(TypeError, match="not a Linear or Conv"):
+    with pytest.raises(TypeError, match="not a Linear, Conv or Embedding"):
         spectra.weight_matrix(nn.ReLU())
+
+
+def test_embeddings_are_analysable():
+    net = nn.Sequential(nn.Embedding(50, 8), nn.Flatten(), nn.Linear(8, 2))
+    assert [n for n, _ in spectra.layers(net)] == ["0", "2"]
+    assert spectra.weight_matrix(net[0]).shape == (50, 8)
 
 
 @pytest.mark.parametrize("shape", [(40, 25), (25, 40), (30, 30)])
