@@ -1,13 +1,26 @@
-"""Where rmtlib keeps files, and how it writes them (atomically, checksummed)."""
+"""Where rmtlib keeps files, and how it writes them (atomically, checksummed, code-free).
+
+Cached results (trained models, KS null tables) are safetensors files: tensors plus a
+JSON string of plain metadata, and a SHA-256 of both. Reading one never unpickles
+anything, so a file planted in a shared cache folder cannot run code; a damaged
+file fails its checksum and is rebuilt by the caller.
+"""
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
+import json
+import logging
 import os
-import tempfile
+import secrets
+import time
 from pathlib import Path
 
-_MAGIC = b"RMTLIB1\n"
+FORMAT = "rmtlib-safetensors-1"
+STALE_TMP_AGE = 3600.0  # seconds: a temporary file older than this belongs to a dead writer
+LOCK_NOTICE_AFTER = 2.0  # seconds waited on a lock before saying why
+
+_log = logging.getLogger("rmtlib")
 
 
 def project_root() -> Path | None:
@@ -37,14 +50,47 @@ def cache_dir(sub: str = "") -> Path:
     return path / sub if sub else path
 
 
+# --------------------------------------------------------------------------- writing
+def clean_stale_tmp(folder: Path, max_age: float = STALE_TMP_AGE) -> int:
+    """Delete temporary files (`.*.tmp`) that writers killed mid-write left in `folder`.
+
+    Only files older than `max_age` seconds are removed: a younger one may belong to a
+    writer that is still running. Returns how many were removed.
+    """
+    removed, now = 0, time.time()
+    try:
+        candidates = list(Path(folder).glob(".*.tmp"))
+    except OSError:
+        return 0
+    for tmp in candidates:
+        try:
+            if now - tmp.stat().st_mtime > max_age:
+                tmp.unlink()
+                removed += 1
+        except OSError:  # gone already, or not ours to delete
+            pass
+    return removed
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write `payload` to a temporary file beside `path` and rename it into place.
 
-    A reader never sees a half-written file: either the old one or the new one.
+    A reader never sees a half-written file: either the old one or the new one. The
+    file gets the permissions of any new file (0666 minus the umask: readable by the
+    lab, unlike `tempfile.mkstemp`'s 0600). A failed write removes its temporary file;
+    temporary files of writers that were killed are removed by later writes.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    clean_stale_tmp(path.parent)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            # os.open applies the umask itself, so 0o666 becomes e.g. 0o644
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -52,29 +98,118 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise
 
 
-def save_checked(path: Path, obj) -> None:
-    """torch.save `obj` with a SHA-256 header so that damage is detected on load."""
-    import torch
+# --------------------------------------------------------------------------- checked files
+def _digest(meta_json: str, layout: dict, body: bytes) -> str:
+    h = hashlib.sha256()
+    h.update(meta_json.encode())
+    h.update(json.dumps(layout, sort_keys=True).encode())
+    h.update(body)
+    return h.hexdigest()
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    body = buf.getvalue()
-    atomic_write_bytes(path, _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+
+def _split(raw: bytes, path) -> tuple[dict, bytes]:
+    """(safetensors header, data bytes) of a file's contents; ValueError if malformed."""
+    if len(raw) < 8:
+        raise ValueError(f"{path} is not an rmtlib cache file (too short)")
+    n = int.from_bytes(raw[:8], "little")
+    if n <= 0 or n > len(raw) - 8:
+        raise ValueError(f"{path} is not an rmtlib cache file (bad header)")
+    try:
+        header = json.loads(raw[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{path} is not an rmtlib cache file (bad header)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not an rmtlib cache file (bad header)")
+    return header, raw[8 + n :]
 
 
-def load_checked(path: Path):
-    """Load a file written by `save_checked`; raise ValueError if it is damaged."""
-    import torch
+def _serialise(tensors: dict, extra_meta: dict) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors, metadata=extra_meta)
+
+
+def save_checked(path: Path, tensors: dict, meta: dict) -> None:
+    """Write `tensors` (name -> torch.Tensor) and plain JSON `meta` as a checksummed file.
+
+    The file is a standard safetensors file (readable by `safetensors.torch.load_file`)
+    whose metadata holds `meta` as JSON and a SHA-256 over the metadata, the tensor
+    layout and the tensor bytes. Written atomically (see `atomic_write_bytes`).
+    """
+    tensors = {str(k): v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    meta_json = json.dumps(meta, sort_keys=True, allow_nan=True)
+    first = _serialise(tensors, {"format": FORMAT, "rmtlib": meta_json})
+    header, body = _split(first, path)
+    layout = {k: v for k, v in header.items() if k != "__metadata__"}
+    digest = _digest(meta_json, layout, body)
+    final = _serialise(tensors, {"format": FORMAT, "rmtlib": meta_json, "sha256": digest})
+    atomic_write_bytes(path, final)
+
+
+def load_checked(path: Path) -> tuple[dict, dict]:
+    """(tensors, meta) of a file written by `save_checked`; ValueError if damaged.
+
+    Nothing is unpickled: the tensors are raw bytes described by a JSON header, the
+    metadata is JSON. A file that fails the checksum is refused before it is parsed
+    into tensors.
+    """
+    from safetensors.torch import load
 
     raw = Path(path).read_bytes()
-    head = len(_MAGIC) + 65
-    if len(raw) < head or not raw.startswith(_MAGIC):
-        raise ValueError(f"{path} is not an rmtlib cache file (bad header)")
-    digest, body = raw[len(_MAGIC) : head - 1].decode(errors="replace"), raw[head:]
-    if hashlib.sha256(body).hexdigest() != digest:
+    header, body = _split(raw, path)
+    info = header.get("__metadata__") or {}
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an rmtlib cache file (format {info.get('format')!r}"
+                         f" instead of {FORMAT!r})" if isinstance(info, dict) else
+                         f"{path} is not an rmtlib cache file")
+    meta_json, digest = info.get("rmtlib"), info.get("sha256")
+    if not isinstance(meta_json, str) or not isinstance(digest, str):
+        raise ValueError(f"{path} is not an rmtlib cache file (no checksum)")
+    layout = {k: v for k, v in header.items() if k != "__metadata__"}
+    if _digest(meta_json, layout, body) != digest:
         raise ValueError(f"{path} is damaged (checksum mismatch)")
-    return torch.load(io.BytesIO(body), map_location="cpu", weights_only=False)
+    try:
+        tensors = load(raw)
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{path} is damaged ({err})") from None
+    meta = json.loads(meta_json)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is damaged (metadata is not a mapping)")
+    return tensors, meta
+
+
+# --------------------------------------------------------------------------- locks
+@contextlib.contextmanager
+def file_lock(path: Path, *, what: str = "this result"):
+    """Hold an inter-process lock for the result file `path` (a file `.<name>.lock` beside it).
+
+    A second process asking for the same lock waits until the first releases it (an
+    OS-level lock: it is released when its holder dies, so a killed process never leaves
+    a stale lock). Where no lock file can be created (read-only folder), the body runs
+    without a lock.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    lock_path = path.parent / f".{path.name}.lock"
+    lock = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path))
+        try:
+            lock.acquire(timeout=LOCK_NOTICE_AFTER)
+        except Timeout:
+            _log.warning("waiting for another process that is computing %s (lock %s)", what, lock_path)
+            lock.acquire()
+    except OSError:  # read-only or full folder: no lock to be had, run unlocked
+        lock = None
+    try:
+        yield lock is not None
+    finally:
+        if lock is not None:
+            lock.release()

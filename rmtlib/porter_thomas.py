@@ -16,6 +16,7 @@ import torch
 
 from . import spectra
 from ._io import cache_dir, load_checked, save_checked
+from .validation import check_int
 
 MIN_LENGTH = 10  # below this a KS test on one vector says little
 _NULLS: dict = {}  # in-memory cache: (length, samples, seed) -> sorted distances
@@ -69,7 +70,25 @@ def _ks_distance(v: torch.Tensor, presorted: bool = False) -> torch.Tensor:
 
 
 def _null_path(length, samples, seed):
-    return cache_dir("ks_null") / f"ks_null_L{length}_K{samples}_s{seed}.pt"
+    return cache_dir("ks_null") / f"ks_null_L{int(length)}_K{int(samples)}_s{int(seed)}.safetensors"
+
+
+def _check_null(null: np.ndarray, samples: int) -> np.ndarray:
+    """Refuse a null table that cannot be one: wrong shape or dtype, NaN, outside [0, 1], unsorted."""
+    if null.dtype != np.float64 or null.shape != (samples,):
+        raise ValueError(f"expected {samples} float64 distances, got {null.shape} {null.dtype}")
+    if not np.all(np.isfinite(null)):
+        raise ValueError("contains NaN or Inf")
+    if null[0] < 0.0 or null[-1] > 1.0:  # a KS distance lies in [0, 1]
+        raise ValueError("contains distances outside [0, 1]")
+    if not np.all(np.diff(null) >= 0):
+        raise ValueError("is not sorted")
+    return null
+
+
+def _frozen(null: np.ndarray) -> np.ndarray:
+    null.flags.writeable = False  # shared by every caller: nobody may change it in place
+    return null
 
 
 def ks_null(length: int, samples: int = 50_000, seed: int = 0, *, cache: bool = True,
@@ -77,43 +96,51 @@ def ks_null(length: int, samples: int = 50_000, seed: int = 0, *, cache: bool = 
     """Sorted KS distances of `samples` normalized Gaussian vectors of `length` entries.
 
     The null of METHODS §2: it depends on the length only, so it is built once per
-    (length, samples, seed), kept in memory and on disk (written atomically with a
-    checksum; a damaged file is rebuilt).
+    (length, samples, seed), kept in memory and on disk (a safetensors file written
+    atomically with a checksum; a damaged or implausible file is rebuilt). Every
+    argument is checked before any work. With `cache=True` the array returned is the
+    shared cached one and is read-only (`flags.writeable` is False): copy it to change it.
     """
-    if int(length) != length or length < MIN_LENGTH:
-        raise ValueError(f"length must be an integer >= {MIN_LENGTH}; got {length!r}")
-    if int(samples) != samples or samples < 100:
-        raise ValueError(f"samples must be an integer >= 100; got {samples!r}")
-    key = (int(length), int(samples), int(seed))
+    length = check_int(length, "length", min=MIN_LENGTH, why="a KS test on fewer entries says little")
+    samples = check_int(samples, "samples", min=100, why="the null's resolution is 1/samples")
+    seed = check_int(seed, "seed", min=0)
+    chunk = check_int(chunk, "chunk", min=1, why="vectors drawn per batch")
+    if not isinstance(cache, bool):
+        raise TypeError(f"cache must be True or False; got {cache!r}")
+    key = (length, samples, seed)
     if cache and key in _NULLS:
         return _NULLS[key]
     path = _null_path(*key)
     if cache and path.exists():
         try:
-            payload = load_checked(path)
-            null = payload["null"].numpy()
-            if payload.get("key") != key or null.shape != (samples,) or not np.all(np.diff(null) >= 0):
+            tensors, meta = load_checked(path)
+            if meta.get("kind") != "ks_null" or tuple(meta.get("key", ())) != key:
                 raise ValueError("contents do not match")
-            _NULLS[key] = null
+            null = _check_null(tensors["null"].numpy(), samples)
+            _NULLS[key] = _frozen(null)
             return null
         except Exception as err:
             warnings.warn(f"KS null cache {path.name} unusable ({err}); rebuilding", stacklevel=2)
-    gen = torch.Generator().manual_seed(int(seed))
-    out = torch.empty(int(samples), dtype=torch.float64)
-    for start in range(0, int(samples), chunk):
-        n = min(chunk, int(samples) - start)
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.empty(samples, dtype=torch.float64)
+    for start in range(0, samples, chunk):
+        n = min(chunk, samples - start)
         # float32 is exact enough here (D resolves to ~1e-7, its spread is ~1e-2) and
         # halves the time; normalizing after sorting keeps the order.
-        g = torch.randn(n, int(length), generator=gen, dtype=torch.float32)
+        g = torch.randn(n, length, generator=gen, dtype=torch.float32)
         norms = torch.linalg.vector_norm(g, dim=1, keepdim=True)
         g = _sort_rows(g).div_(norms)
         out[start : start + n] = _ks_distance(g, presorted=True).double()
-    null = torch.sort(out).values
+    null = _check_null(torch.sort(out).values.numpy(), samples)  # never keep a broken table
     if cache:
-        save_checked(path, {"key": key, "null": null})
-        _NULLS[key] = null.numpy()
-        return _NULLS[key]
-    return null.numpy()
+        try:
+            save_checked(path, {"null": torch.from_numpy(null)},
+                         {"kind": "ks_null", "key": list(key), "format_version": 1})
+        except OSError as err:
+            warnings.warn(f"KS null could not be cached ({type(err).__name__}: {err}); it is kept "
+                          "in memory for this process only", stacklevel=2)
+        _NULLS[key] = _frozen(null)
+    return null
 
 
 def classical_ks_cdf(d, length: int) -> np.ndarray:

@@ -14,16 +14,19 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import models as _models
-from ._io import cache_dir, load_checked, save_checked
+from ._io import cache_dir, file_lock, load_checked, save_checked
 from .data import Dataset, Split
 from .devices import resolve_device
+from .validation import check_float, check_int
 
-CACHE_VERSION = 2  # bump when a model's layout or the training loop changes
+CACHE_VERSION = 3  # bump when a model's layout, the training loop or the file format changes
+# 3: safetensors + JSON files with the data fingerprint and provenance (no pickles)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class History:
     stopped_epoch: int | None = None
     stopped_by: str | None = None
     extra: dict = field(default_factory=dict)
+    # what the run depended on besides its config (see `provenance`): versions, device, threads
+    provenance: dict = field(default_factory=dict)
 
     def append(self, **row):
         for key, value in row.items():
@@ -247,9 +252,65 @@ def train(model: nn.Module, data: Dataset, *, schedule="regular", epochs: int | 
 
 
 # --------------------------------------------------------------------------- model cache
+def provenance(device=None) -> dict:
+    """What a training run depended on besides its config: versions, device, threads.
+
+    Weights differ between devices, library versions and even CPU thread counts (the
+    order of floating-point sums changes), so every cached model records this dict and
+    `History.provenance` shows it. `device` is the device trained on (None: not known).
+    """
+    import platform
+    import sys
+    from datetime import datetime, timezone
+
+    import numpy
+
+    import rmtlib
+
+    dev = resolve_device(device) if device is not None else None
+    if dev is not None and dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    else:
+        name = platform.processor() or platform.machine()
+    return dict(
+        rmtlib=rmtlib.__version__, torch=torch.__version__, numpy=numpy.__version__,
+        python=platform.python_version(), platform=platform.platform(),
+        device=str(dev) if dev is not None else "not recorded", device_name=name,
+        threads=torch.get_num_threads(), cuda=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version() if dev is not None and dev.type == "cuda" else None,
+        deterministic=torch.are_deterministic_algorithms_enabled(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        executable=sys.executable,
+    )
+
+
+def _optional_int(value, name, minimum, why=""):
+    return None if value is None else check_int(value, name, min=minimum, why=why)
+
+
+def _plain_option(value, where):
+    """A model option as a plain, hashable JSON value (lists become tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain_option(v, where) for v in value)
+    if isinstance(value, (np.generic, torch.Tensor)) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if value is None or isinstance(value, (str, bool, int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where} must be finite; got {value}")
+        return value
+    raise TypeError(f"{where} must be a number, string, bool, None or a list of those; "
+                    f"got {type(value).__name__}")
+
+
 @dataclass(frozen=True)
 class Config:
-    """Everything that determines a trained network; its hash keys the model cache."""
+    """Everything that determines a trained network; its hash keys the model cache.
+
+    Every field is checked when the Config is made (ValueError/TypeError saying what
+    to pass). Integers must be integers: `seed=1.5`, `seed="0"` and `n_train=100.0` are
+    refused; numpy and torch integer scalars are accepted and stored as int, numpy and
+    torch float scalars for `noise` as float.
+    """
 
     data: str = "fashion-mnist"
     noise: float = 0.0
@@ -263,12 +324,43 @@ class Config:
     model_options: tuple = ()
 
     def __post_init__(self):
+        self._check()
+
+    def _check(self) -> None:
+        import inspect
+
+        from .data import NAMES
+
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        if not isinstance(self.data, str) or self.data not in NAMES:
+            raise ValueError(f"unknown data set {self.data!r}; choose one of {', '.join(NAMES)}")
+        if not isinstance(self.model, str) or self.model not in _models.MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(_models.MODELS)}")
+        if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)} "
+                             "(a Config names its schedule)")
+        put("noise", check_float(self.noise, "noise", min=0, max=1,
+                                 why="the fraction of shuffled training labels, e.g. noise=0.4"))
+        put("seed", check_int(self.seed, "seed", min=0, why="e.g. seed=0"))
+        put("n_train", _optional_int(self.n_train, "n_train", 1, "pass e.g. n_train=5000, or None for all"))
+        put("epochs", _optional_int(self.epochs, "epochs", 0, "pass e.g. epochs=40, 0 for the initial "
+                                                            "weights, None for the schedule's"))
+        put("n_val", check_int(self.n_val, "n_val", min=0))
+        put("batch_size", _optional_int(self.batch_size, "batch_size", 1, "None for the schedule's"))
         opts = self.model_options
         if isinstance(opts, dict):
-            opts = tuple(sorted(opts.items()))
-        object.__setattr__(self, "model_options",
-                           tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in opts))
-        object.__setattr__(self, "noise", float(self.noise))
+            opts = tuple(opts.items())
+        if not isinstance(opts, (tuple, list)) or not all(isinstance(p, (tuple, list)) and len(p) == 2
+                                                          for p in opts):
+            raise TypeError(f"model_options must be a dict of keyword arguments of the model "
+                            f"builder; got {self.model_options!r}")
+        builder = inspect.signature(getattr(_models, self.model)).parameters.values()
+        allowed = sorted(p.name for p in builder if p.kind == p.KEYWORD_ONLY and p.name != "image_size")
+        for key, _ in opts:
+            if key not in allowed:
+                raise ValueError(f"model_options key {key!r} is not an option of {self.model}; "
+                                 f"valid: {allowed}")
+        put("model_options", tuple(sorted((k, _plain_option(v, f"model_options[{k!r}]")) for k, v in opts)))
 
     @classmethod
     def of(cls, config) -> "Config":
@@ -282,17 +374,8 @@ class Config:
         return cls(**config)
 
     def validate(self) -> "Config":
-        from .data import NAMES
-
-        if self.data not in NAMES:
-            raise ValueError(f"unknown data set {self.data!r}; choose one of {', '.join(NAMES)}")
-        if self.model not in _models.MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(_models.MODELS)}")
-        get_schedule(self.schedule)
-        if not 0.0 <= self.noise <= 1.0:
-            raise ValueError(f"noise must be a fraction in [0, 1]; got {self.noise}")
-        if self.epochs is not None and (int(self.epochs) != self.epochs or self.epochs < 0):
-            raise ValueError(f"epochs must be a non-negative integer or None; got {self.epochs!r}")
+        """Check every field again (they were checked when the Config was made); returns self."""
+        self._check()
         return self
 
     def key(self) -> str:
@@ -301,7 +384,33 @@ class Config:
 
     def path(self) -> Path:
         tag = f"{self.model}-{self.data}-{self.schedule}-p{int(round(100 * self.noise)):03d}-s{self.seed}"
-        return cache_dir("models") / f"{tag}-{self.key()}.pt"
+        return cache_dir("models") / f"{tag}-{self.key()}.safetensors"
+
+    def data_fingerprint(self) -> dict:
+        """The data fingerprint fields this config fixes (see `rmtlib.data.expected_fingerprint`)."""
+        from . import data as _data
+
+        return _data.expected_fingerprint(self.data, noise=self.noise, seed=self.seed,
+                                          n_train=self.n_train, n_val=self.n_val)
+
+    def check_data(self, data: Dataset) -> dict:
+        """Refuse a Dataset that is not the one this config loads; returns its fingerprint."""
+        if not isinstance(data, Dataset):
+            raise TypeError(f"data must be an rmtlib.data.Dataset; got {type(data).__name__}")
+        how = (f"pass data=rmtlib.data.load({self.data!r}, noise={self.noise}, seed={self.seed}, "
+               f"n_train={self.n_train}, n_val={self.n_val}) (or config.load_data()), or omit data= "
+               "to load it from the config")
+        if "labels_sha256" not in data.info or "indices_sha256" not in data.info:
+            raise ValueError(f"data= has no record of how it was made (not from rmtlib.data.load); {how}")
+        fp = data.fingerprint()
+        if fp["labels_sha256"] != data.info["labels_sha256"]:
+            raise ValueError(f"the labels of data= were changed after rmtlib.data.load made it; {how}")
+        diffs = [f"{k} {fp[k]!r} (the config needs {v!r})" for k, v in self.data_fingerprint().items()
+                 if fp[k] != v]
+        if diffs:
+            raise ValueError(f"data= does not match the config: {'; '.join(diffs)}. A model trained on "
+                             f"it would be cached under this config's key; {how}")
+        return fp
 
     def load_data(self, device=None) -> Dataset:
         from . import data as _data
@@ -311,57 +420,125 @@ class Config:
 
     def build_model(self, input_shape, classes) -> nn.Module:
         torch.manual_seed(self.seed)  # the initial weights depend on the seed only
-        return _models.build(self.model, input_shape, classes, **dict(self.model_options))
+        return _models.build(self.model, tuple(input_shape), classes, **dict(self.model_options))
 
 
 def trained(config, *, data: Dataset | None = None, device=None, progress: bool = True,
             retrain: bool = False):
     """A trained network for `config`, from the cache when possible (trains on a miss).
 
-    The cache file is keyed by a hash of the whole config, written atomically with a
-    checksum; a damaged or mismatching file is retrained, never loaded.
-    `epochs=0` gives the random initialisation. Returns (model on CPU in eval mode, History).
+    The cache file is keyed by a hash of the whole config and holds the weights
+    (safetensors: loading it runs no code), the History, the fingerprint of the data
+    trained on and the provenance (versions, device, threads); it is written atomically
+    with a checksum. A damaged or mismatching file is retrained, never loaded. `data=`
+    must be the data set the config loads (checked by its fingerprint). Two processes
+    asking for the same config: the second waits for the first (file lock) and loads
+    its result. A model that cannot be written to the cache (read-only or full folder)
+    is returned with a warning. `epochs=0` gives the random initialisation.
+    Returns (model on CPU in eval mode, History).
     """
     cfg = Config.of(config).validate()
+    if data is not None:
+        cfg.check_data(data)
     if not retrain:
-        hit = load_cached(cfg)
+        hit = load_cached(cfg, data=data)
         if hit is not None:
             return hit
-    ds = data if data is not None else cfg.load_data()
-    if data is not None and (ds.info.get("noise") != cfg.noise or ds.info.get("seed") != cfg.seed):
-        raise ValueError("data= does not match config (noise/seed); omit data= to load it from the config")
-    model = cfg.build_model(ds.input_shape, ds.num_classes)
-    history = train(model, ds, schedule=cfg.schedule, epochs=cfg.epochs, seed=cfg.seed,
-                    device=device, batch_size=cfg.batch_size, progress=progress)
-    model = model.cpu().eval()
-    save_cached(cfg, model, history, ds)
+    path = cfg.path()
+    with file_lock(path, what=f"the model {path.name}"):
+        if not retrain and path.exists():  # another process may have trained it meanwhile
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a damaged file was reported above
+                hit = load_cached(cfg, data=data)
+            if hit is not None:
+                return hit
+        ds = data if data is not None else cfg.load_data()
+        model = cfg.build_model(ds.input_shape, ds.num_classes)
+        history = train(model, ds, schedule=cfg.schedule, epochs=cfg.epochs, seed=cfg.seed,
+                        device=device, batch_size=cfg.batch_size, progress=progress)
+        history.provenance = provenance(device if device is not None else "auto")
+        model = model.cpu().eval()
+        save_cached(cfg, model, history, ds)
     return model, history
 
 
-def load_cached(config):
+def _to_json(x):
+    """A History value as plain JSON (numpy and torch scalars/arrays become numbers/lists)."""
+    if isinstance(x, dict):
+        return {str(k): _to_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_json(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return _to_json(x.detach().cpu().tolist())
+    if isinstance(x, (np.ndarray, np.generic)):
+        return _to_json(x.tolist())
+    if x is None or isinstance(x, (str, bool, int, float)):
+        return x
+    return repr(x)  # an object a callback recorded: kept as its text
+
+
+def _history_from_json(d: dict) -> History:
+    h = History.from_dict(d)
+    h.extra = {k: [tuple(p) if isinstance(p, list) and len(p) == 2 else p for p in v]
+               for k, v in (h.extra or {}).items()}
+    return h
+
+
+def load_cached(config, *, data: Dataset | None = None):
     """(model, History) for `config` from the model cache, or None on a miss.
 
-    A damaged or mismatching file is reported with a warning and treated as a miss.
+    A damaged file, one written by another cache version, for another config, or
+    trained on other data than the config loads (or than `data`, when given) is
+    reported with a warning and treated as a miss. Nothing in the file is executed.
     """
-    cfg = Config.of(config)
+    cfg = Config.of(config).validate()
     path = cfg.path()
     if not path.exists():
         return None
     try:
-        payload = load_checked(path)
-        if payload.get("config") != asdict(cfg):
+        tensors, meta = load_checked(path)
+        if meta.get("kind") != "model" or meta.get("cache_version") != CACHE_VERSION:
+            raise ValueError(f"not a model of cache version {CACHE_VERSION}")
+        if meta.get("config") != _to_json(asdict(cfg)):
             raise ValueError("config in file differs")
-        model = cfg.build_model(payload["input_shape"], payload["num_classes"])
-        model.load_state_dict(payload["state_dict"])
-        return model.eval(), History.from_dict(payload["history"])
+        fp = meta.get("data") or {}
+        diffs = sorted(k for k, v in cfg.data_fingerprint().items() if fp.get(k) != v)
+        if data is not None:
+            got = data.fingerprint()
+            diffs += sorted(k for k in ("labels_sha256", "indices_sha256", "input_shape", "num_classes")
+                            if fp.get(k) != got[k])
+        if diffs:
+            raise ValueError(f"trained on other data ({', '.join(diffs)} differ)")
+        model = cfg.build_model(meta["input_shape"], meta["num_classes"])
+        model.load_state_dict(tensors)
+        history = _history_from_json(meta["history"])
+        history.provenance = dict(meta.get("provenance") or {})
+        return model.eval(), history
     except Exception as err:  # damaged, truncated, or from another version: rebuild
         warnings.warn(f"model cache {path.name} unusable ({err}); retraining", stacklevel=2)
         return None
 
 
 def save_cached(config, model: nn.Module, history: History, data: Dataset) -> None:
-    """Write a trained model (on CPU) and its History under `config`'s key, atomically."""
-    cfg = Config.of(config)
-    save_checked(cfg.path(), dict(config=asdict(cfg), input_shape=data.input_shape,
-                                  num_classes=data.num_classes, state_dict=model.state_dict(),
-                                  history=history.to_dict()))
+    """Write a trained model (on CPU) and its History under `config`'s key, atomically.
+
+    `data` must be the data set the config loads (ValueError otherwise: a model trained
+    on other data is never cached under this key). The file records the data's
+    fingerprint and `history.provenance` (filled with this process's versions and
+    threads if empty). If the cache folder is read-only or full, a warning says the
+    model could not be cached and nothing else happens.
+    """
+    cfg = Config.of(config).validate()
+    fp = cfg.check_data(data)
+    if not history.provenance:
+        history.provenance = provenance(None)
+    meta = dict(kind="model", cache_version=CACHE_VERSION, config=_to_json(asdict(cfg)),
+                input_shape=list(data.input_shape), num_classes=data.num_classes,
+                history=_to_json(history.to_dict()), data=fp, provenance=_to_json(history.provenance))
+    path = cfg.path()
+    try:
+        save_checked(path, model.state_dict(), meta)
+    except OSError as err:
+        warnings.warn(f"the trained model could not be cached ({type(err).__name__}: {err}); it is "
+                      f"returned but not kept, so the next call trains again. Make {path.parent} "
+                      "writable (or set RMTLIB_CACHE to a writable folder)", stacklevel=2)

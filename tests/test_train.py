@@ -129,7 +129,7 @@ def test_damaged_cache_file_is_retrained(damage):
         again, _ = trained(SMALL, progress=False)
     # same config, same seed: retraining reproduces the same weights, and the file is whole again
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    assert load_checked(path)["config"]["seed"] == 3
+    assert load_checked(path)[1]["config"]["seed"] == 3
 
 
 def test_random_initialisation_is_epoch_zero():
