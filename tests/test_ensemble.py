@@ -232,3 +232,41 @@ def test_filtering_accepts_an_ensemble(fashion_small):
         assert rep.equals(alone) and isinstance(filtered, torch.nn.Module)
     with pytest.raises(ValueError, match="entries for 2 models"):
         filtering.denoise(nets, [fashion_small.val] * 3)
+
+
+# --------------------------------------------------------------------------- CUDA (skipped without a GPU)
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+def test_cuda_graph_ensemble_equals_the_cpu_ensemble_in_strict_float32():
+    # strict float32 on both devices: the products sum in other orders (cuBLAS vs MKL), so
+    # weights agree at float32 rounding amplified by 16 steps (< 1e-4 relative), while any
+    # error in the captured step (stale indices, a missed update, a doubled gradient) is >= 1e-3.
+    dss = _member_data(torch.float32)
+    cfgs = [Config(noise=p, seed=s, n_train=256, epochs=2) for p, s in GRID]
+    cpu = [c.build_model(d.input_shape, d.num_classes) for c, d in zip(cfgs, dss)]
+    gpu = [c.build_model(d.input_shape, d.num_classes) for c, d in zip(cfgs, dss)]
+    seeds = [c.seed for c in cfgs]
+    hc = ensemble.train_ensemble(cpu, dss, seeds=seeds, epochs=2, device="cpu", progress=False)
+    hg = ensemble.train_ensemble(gpu, dss, seeds=seeds, epochs=2, device="cuda", progress=False,
+                                 precision="float32", cuda_graph=True)
+    for a, b, x, y in zip(cpu, gpu, hc, hg):
+        assert next(b.parameters()).is_cuda
+        assert _rel_err(b.cpu(), a) < 1e-4
+        assert np.allclose(x.test_acc, y.test_acc, atol=2 / 200)
+
+
+@cuda
+def test_cuda_tf32_and_bfloat16_train_and_restore_the_global_flags():
+    dss = _member_data(torch.float32)[:2]
+    before = torch.backends.cuda.matmul.allow_tf32
+    for precision in ("tf32", "bfloat16"):
+        nets = []
+        for s in (0, 1):
+            torch.manual_seed(s)
+            nets.append(models.mlp1024())
+        hs = ensemble.train_ensemble(nets, dss, seeds=[0, 1], epochs=2, device="cuda", progress=False,
+                                     precision=precision)
+        assert all(h.train_loss[-1] < h.train_loss[0] for h in hs)
+    assert torch.backends.cuda.matmul.allow_tf32 == before
