@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 help:
 	@echo "make book    - install, get the data, execute every chapter (CPU profile), build _build/html"
 	@echo "make test    - install, get the data, run the whole test suite"
-	@echo "make rerun PROFILE=paper|cpu|smoke [NOTEBOOKS='00 01'] - papermill runs into runs/PROFILE/"
+	@echo "make rerun PROFILE=paper|gpu-quick|cpu|smoke [NOTEBOOKS='00 01'] - papermill runs into runs/PROFILE/"
 	@echo "make bench   - speed benchmarks (ratios against naive baselines)"
 
 venv: $(VENV)/.installed

@@ -272,6 +272,11 @@ def removal_sweep(model: nn.Module, layer_names, fractions, data, *, splits=("tr
     W_k and runs the full forward pass for every fraction (the reference).
     Returns a DataFrame: fraction, k_<layer> per layer, <split>_acc per split.
     """
+    if isinstance(model, (list, tuple)):  # an ensemble: one DataFrame per member
+        return _for_each_member(removal_sweep, model, dict(data=data, fits=fits),
+                                dict(layer_names=layer_names, fractions=fractions, splits=splits, shift=shift,
+                                     method=method, batch_size=batch_size, device=device,
+                                     progress_bar=progress_bar))
     if method not in ("fast", "naive"):
         raise ValueError(f"method must be 'fast' or 'naive'; got {method!r}")
     fr = _check_fractions(fractions)
@@ -317,6 +322,32 @@ def removal_sweep(model: nn.Module, layer_names, fractions, data, *, splits=("tr
     return rows
 
 
+def _for_each_member(fn, models, per_member: dict, shared: dict) -> list:
+    """fn applied to every member of an ensemble (a list of models, e.g. from trained_many).
+
+    Each entry of `per_member` is either one value for all members or a list with one
+    value per member (a Dataset, a dict of Splits, a Split, a dict of MP fits, or None).
+    Returns the list of fn's results, in the order of `models`.
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("the ensemble is empty; give at least one model")
+    K = len(models)
+    for name, value in per_member.items():
+        if isinstance(value, (list, tuple)) and len(value) != K:
+            raise ValueError(f"{name} has {len(value)} entries for {K} models; give one per model or one for all")
+    out = []
+    for k, net in enumerate(progress(models, desc=f"{fn.__name__} x{K}", leave=False,
+                                     **({} if shared.get("progress_bar", True) else {"disable": True}))):
+        args = {n: (v[k] if isinstance(v, (list, tuple)) else v) for n, v in per_member.items()}
+        if fn is removal_sweep:
+            out.append(fn(net, shared["layer_names"], shared["fractions"], args["data"], fits=args["fits"],
+                          **{n: v for n, v in shared.items() if n not in ("layer_names", "fractions")}))
+        else:
+            out.append(fn(net, args["val"], test=args["test"], **shared))
+    return out
+
+
 # --------------------------------------------------------------------------- the noise filter
 def denoise(model: nn.Module, val: Split, *, shift: bool = True, test: Split | None = None,
             layers=None, fractions=None, method: str = "fast", batch_size: int = 1000,
@@ -336,6 +367,10 @@ def denoise(model: nn.Module, val: Split, *, shift: bool = True, test: Split | N
     row per layer with M, removed, shifted, variant, val_acc_before, val_acc; with `test`,
     test_acc after each step. `report.attrs` holds val/test accuracy before and after.
     """
+    if isinstance(model, (list, tuple)):  # an ensemble: one (filtered copy, report) per member
+        return _for_each_member(denoise, model, dict(val=val, test=test),
+                                dict(shift=shift, layers=layers, fractions=fractions, method=method,
+                                     batch_size=batch_size, device=device, progress_bar=progress_bar))
     if not isinstance(val, Split):
         raise TypeError("val must be an rmtlib.data.Split (e.g. data.val)")
     fr = _check_fractions(np.linspace(0, 1, 51) if fractions is None else fractions)

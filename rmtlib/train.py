@@ -116,20 +116,24 @@ class History:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 2048) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of `model` on a split, in eval mode."""
+    """(accuracy, mean cross-entropy) of `model` on a split, in eval mode.
+
+    The sums stay on the model's device until the end (one host synchronisation).
+    """
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
-    correct, loss = 0, 0.0
+    correct = torch.zeros((), dtype=torch.long, device=dev)
+    loss = torch.zeros((), dtype=torch.float64, device=dev)
     for i in range(0, len(split), batch_size):
         xb = split.x[i : i + batch_size].to(dev, non_blocking=True)
         yb = split.y[i : i + batch_size].to(dev, non_blocking=True)
         out = model(xb)
-        loss += F.cross_entropy(out, yb, reduction="sum").item()
-        correct += (out.argmax(1) == yb).sum().item()
+        loss += F.cross_entropy(out, yb, reduction="sum").double()
+        correct += (out.argmax(1) == yb).sum()
     model.train(was_training)
     n = max(len(split), 1)
-    return correct / n, loss / n
+    return int(correct) / n, float(loss) / n
 
 
 def _param_groups(model: nn.Module):
@@ -162,7 +166,8 @@ def _call(cb, epoch, model, history) -> bool:
 
 def train(model: nn.Module, data: Dataset, *, schedule="regular", epochs: int | None = None,
           seed: int = 0, callbacks=(), device=None, batch_size: int | None = None,
-          lr: float | None = None, progress: bool = True, track_train: bool = True) -> History:
+          lr: float | None = None, progress: bool = True, track_train="full",
+          precision: str = "tf32") -> History:
     """Train `model` in place with SGD on `data.train`; evaluate on `data.test` every epoch.
 
     Parameters
@@ -174,7 +179,15 @@ def train(model: nn.Module, data: Dataset, *, schedule="regular", epochs: int | 
         returning True (or raising `StopTraining`) stops after that epoch. Objects may
         also have `on_train_begin(model, history)`, called with epoch 0's state recorded.
     device : "auto" (CUDA when present), "cpu", "cuda"; default "auto".
-    track_train : also measure accuracy and loss on the whole training set per epoch.
+    track_train : how History.train_acc / train_loss are measured after each epoch:
+        "full" (or True, the default): on the whole training set with the epoch's final
+        weights; "epoch": the running mean over the epoch's mini-batches, measured during
+        the forward passes of training (free; Keras' convention, hence what Staats et
+        al.'s logs report; it lags the final weights by about half an epoch); False: not
+        measured (NaN). Epoch 0 is always measured on the whole training set.
+    precision : "tf32" (default: TF32 matrix products on CUDA), "float32" (strict on CUDA
+        too), "bfloat16" (forward and loss under bfloat16 autocast). On the CPU only
+        "bfloat16" changes anything (see `rmtlib.ensemble.precision_context`).
 
     Returns a `History`; row 0 is the state before training.
     """
@@ -187,16 +200,32 @@ def train(model: nn.Module, data: Dataset, *, schedule="regular", epochs: int | 
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be an rmtlib.data.Dataset (from rmtlib.data.load); got {type(data).__name__}")
+    if track_train is True:
+        track_train = "full"
+    if track_train not in ("full", "epoch", False):
+        raise ValueError(f"track_train must be 'full' (True), 'epoch' or False; got {track_train!r}")
+    from .ensemble import PRECISIONS, autocast, precision_context
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
     dev = resolve_device(device)
     callbacks = list(callbacks) if callbacks else []
     for cb in callbacks:
         if not callable(getattr(cb, "on_epoch_end", cb)):
             raise TypeError(f"callback {cb!r} is not callable and has no on_epoch_end")
 
+    with precision_context(precision, dev):
+        return _train_loop(model, data, sched, int(n_epochs), int(bs), lr, seed, callbacks, dev,
+                           progress, track_train, lambda: autocast(precision, dev))
+
+
+def _train_loop(model, data, sched, n_epochs, bs, lr, seed, callbacks, dev, progress, track_train,
+                amp) -> History:
     model.to(dev)
     x, y = data.train.x.to(dev), data.train.y.to(dev)
     test = data.test.to(dev)
     n = len(y)
+    bs = int(bs)
     base_lr = sched.lr if lr is None else float(lr)
     try:  # the fused kernel saves about 10% of a CPU step of MLP1024 (benchmarks/)
         opt = torch.optim.SGD(_param_groups(model), lr=base_lr, momentum=sched.momentum, fused=True)
@@ -205,8 +234,11 @@ def train(model: nn.Module, data: Dataset, *, schedule="regular", epochs: int | 
     gen = torch.Generator().manual_seed(int(seed))
     history = History()
 
-    def log(epoch, lr_now):
-        tr = evaluate(model, Split(x, y)) if track_train else (math.nan, math.nan)
+    def log(epoch, lr_now, running=None):
+        if running is not None:  # track_train="epoch": (correct, summed loss) over the epoch
+            tr = (int(running[0]) / n, float(running[1]) / n)
+        else:
+            tr = evaluate(model, Split(x, y)) if track_train else (math.nan, math.nan)
         te = evaluate(model, test)
         history.append(epoch=epoch, lr=lr_now, train_acc=tr[0], train_loss=tr[1],
                        test_acc=te[0], test_loss=te[1])
@@ -220,23 +252,33 @@ def train(model: nn.Module, data: Dataset, *, schedule="regular", epochs: int | 
     if progress and n_epochs:
         from .progress import progress as _bar
 
-        bar = _bar(total=int(n_epochs), desc=f"train {sched.name}", leave=False)
+        bar = _bar(total=n_epochs, desc=f"train {sched.name}", leave=False)
     try:
-        for epoch in range(1, int(n_epochs) + 1):
+        for epoch in range(1, n_epochs + 1):
             lr_now = sched.lr_at(epoch - 1) * base_lr / sched.lr
             for group in opt.param_groups:
                 group["lr"] = lr_now
             model.train()
             perm = torch.randperm(n, generator=gen).to(dev)
+            running = None
+            if track_train == "epoch":
+                running = [torch.zeros((), dtype=torch.long, device=dev),
+                           torch.zeros((), dtype=torch.float64, device=dev)]
             for i in range(0, n, int(bs)):
                 idx = perm[i : i + int(bs)]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
+                with amp():
+                    out = model(x[idx])
+                    loss = F.cross_entropy(out, y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if running is not None:
+                    with torch.no_grad():
+                        running[0] += (out.argmax(1) == y[idx]).sum()
+                        running[1] += loss.detach().double() * len(idx)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss.item()}); lower the learning rate")
-            log(epoch, lr_now)
+            log(epoch, lr_now, running)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(train=f"{history.train_acc[-1]:.3f}", test=f"{history.test_acc[-1]:.3f}")
@@ -249,6 +291,17 @@ def train(model: nn.Module, data: Dataset, *, schedule="regular", epochs: int | 
             bar.close()
     model.eval()
     return history
+
+
+def trained_many(configs, *, device=None, progress: bool = True, retrain: bool = False, **options):
+    """Trained networks for a grid of configs: cache hits loaded, misses trained as ensembles.
+
+    See `rmtlib.ensemble.trained_many`. Returns [(model on CPU in eval mode, History)] in
+    the order of `configs`; every member is cached under its own key, as `trained` does.
+    """
+    from .ensemble import trained_many as _many  # lazy: rmtlib.ensemble uses this module
+
+    return _many(configs, device=device, progress=progress, retrain=retrain, **options)
 
 
 # --------------------------------------------------------------------------- model cache

@@ -37,7 +37,20 @@ def test_cpu_profile_equals_the_notebook_defaults(path):
             assert defaults[key] == value, f"params/cpu.yaml all.{key} differs from {path.stem}"
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+PROFILES = sorted(p.stem for p in (ROOT / "params").glob("*.yaml"))
+
+
+def test_the_gpu_quick_profile_is_fig5_at_paper_scale_on_fashion_mnist():
+    spec = yaml.safe_load((ROOT / "params" / "gpu-quick.yaml").read_text())
+    assert spec["all"]["dataset"] == "fashion-mnist" and spec["all"]["n_train"] is None
+    assert (spec["all"]["epochs_regular"], spec["all"]["epochs_overfitting"]) == (100, 500)
+    grid = spec["04_level_repulsion"]
+    noise = [round(0.1 * i, 1) for i in range(9)]
+    assert grid["denoise_noise"] == grid["denoise_overfitting_noise"] == noise
+    assert grid["denoise_seeds"] == list(range(10))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
 def test_profiles_only_set_declared_parameters(profile):
     for path in NOTEBOOKS:
         rerun.profile_parameters(profile, path)  # raises on an undeclared name
