@@ -65,24 +65,44 @@ def shift(singular_values, sigma: float, q: float):
     """
     sigma, q = _check_sigma_q(sigma, q)
     nu = as_array(singular_values, "singular_values").cpu().numpy().astype(float)
-    x = nu / sigma
+    x = _ratio(nu, sigma)
     out = nu.copy()
     above = x > 1 + math.sqrt(q)
-    a = x[above] ** 2 - q - 1
-    theta = np.sqrt((a + np.sqrt(np.clip(a**2 - 4 * q, 0, None))) / 2)
+    # the same formula divided through by x^2 (no overflow of x^2 for huge ratios):
+    # theta = x sqrt((1 - b + sqrt((1 - b)^2 - 4 q / x^4)) / 2), b = (q + 1) / x^2
+    xa = x[above]
+    b = (q + 1) / xa / xa
+    c = 4 * q / xa / xa / xa / xa
+    theta = xa * np.sqrt((1 - b + np.sqrt(np.clip((1 - b) ** 2 - c, 0, None))) / 2)
     out[above] = sigma * theta
     return out
+
+
+def _ratio(nu: np.ndarray, sigma: float) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = nu / sigma
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"singular_values / sigma overflows (sigma = {sigma!r}); pass sigma on the "
+                         "scale of the singular values")
+    if np.any(nu < 0):
+        raise ValueError("singular_values must be >= 0")
+    return x
 
 
 def shift_as_printed(singular_values, sigma: float, q: float):
     """Eq. (3) of arXiv:2206.03927 taken literally (no 1/2): moves values *up*. For teaching only."""
     sigma, q = _check_sigma_q(sigma, q)
     nu = as_array(singular_values, "singular_values").cpu().numpy().astype(float)
-    x = nu / sigma
+    x = _ratio(nu, sigma)
     out = nu.copy()
     above = x > 1 + math.sqrt(q)
-    a = x[above] ** 2 - q - 1
-    out[above] = sigma * np.sqrt(a + np.sqrt(np.clip(a**2 - 4 * q, 0, None)))
+    xa = x[above]
+    b = (q + 1) / xa / xa
+    c = 4 * q / xa / xa / xa / xa
+    # sqrt(a + sqrt(a^2 - 4q)), a = x^2 - q - 1, written without x^2
+    out[above] = sigma * xa * np.sqrt(1 - b + np.sqrt(np.clip((1 - b) ** 2 - c, 0, None)))
+    if not np.all(np.isfinite(out)):
+        raise ValueError("the printed Eq. (3) overflows for these values; use smaller singular values")
     return out
 
 
@@ -94,8 +114,14 @@ def spike_position(theta, q: float):
     """
     q = check_float(q, "q", min=0, max=1, min_open=True, why="q = M/N, the aspect ratio min/max")
     t = as_array(theta, "theta").cpu().numpy().astype(float)
-    pos = np.sqrt((1 + t**2) * (q + t**2)) / np.where(t > 0, t, 1)
-    return np.where(t > q**0.25, pos, 1 + math.sqrt(q))
+    if np.any(t < 0):
+        raise ValueError("theta (a signal singular value in units of sigma) must be >= 0")
+    out = np.full(t.shape, 1 + math.sqrt(q))
+    up = t > q**0.25
+    tu = t[up]
+    # sqrt((1 + t^2)(q + t^2)) / t = sqrt(t + 1/t) sqrt(t + q/t): no overflow of t^2
+    out[up] = np.sqrt(tu + 1 / tu) * np.sqrt(tu + q / tu)
+    return out
 
 
 def filtered_values(S: np.ndarray, k: int, *, shift_values: bool, fit=None, shape=None) -> np.ndarray:

@@ -7,6 +7,7 @@ back exactly. Only weights are analysed; biases stay as they are.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,7 +117,7 @@ def _gram_svd(A: torch.Tensor):
     """
     lam, V = torch.linalg.eigh(A.T @ A)
     lam, V = lam.flip(0), V.flip(1)
-    if lam[-1] <= 0 or lam[0] / lam[-1] > GRAM_MAX_CONDITION**2:
+    if not bool(torch.isfinite(lam).all()) or lam[-1] <= 0 or lam[0] / lam[-1] > GRAM_MAX_CONDITION**2:
         return None
     S = lam.sqrt()
     U = (A @ V) / S
@@ -137,21 +138,28 @@ def svd(W, *, compute_uv: bool = True, float64: bool = True, method: str = "lapa
         if not isinstance(value, bool):
             raise TypeError(f"{flag} must be True or False; got {value!r}")
     W = as_tensor(W, dtype=torch.float64 if float64 else None)
+    # Scale by a power of two (exact) so that neither LAPACK nor the Gram product A^T A
+    # overflows or underflows for entries near the ends of the floating-point range.
+    top = float(W.abs().max())
+    scale = 2.0 ** round(math.log2(top)) if top > 0 else 1.0
+    if scale != 1.0:
+        W = W / scale
     wide = W.shape[0] < W.shape[1]
     A = W.T if wide else W  # LAPACK is faster on the tall orientation
     if method == "gram" and compute_uv:
         out = _gram_svd(A)
         if out is not None:
             U, S, Vh = out
+            S = S * scale
             return SVD(Vh.T, S, U.T) if wide else SVD(U, S, Vh)
     if not compute_uv:
         try:
-            return torch.linalg.svdvals(A)
+            return torch.linalg.svdvals(A) * scale
         except RuntimeError:
             import scipy.linalg
 
             s = scipy.linalg.svd(A.cpu().numpy(), compute_uv=False, lapack_driver="gesvd")
-            return torch.from_numpy(s).to(A.device)
+            return torch.from_numpy(s).to(A.device) * scale
     try:
         U, S, Vh = torch.linalg.svd(A, full_matrices=False)
     except RuntimeError:  # torch.linalg.LinAlgError: gesdd did not converge
@@ -161,7 +169,7 @@ def svd(W, *, compute_uv: bool = True, float64: bool = True, method: str = "lapa
         U, S, Vh = (torch.from_numpy(a).to(A.device) for a in (u, s, vh))
     if wide:  # W = (A)^T = V S U^T
         U, Vh = Vh.T, U.T
-    return SVD(U, S, Vh)
+    return SVD(U, S * scale, Vh)
 
 
 def singular_values(W, *, float64: bool = True) -> np.ndarray:
