@@ -348,7 +348,7 @@ def analyze(W, *, side: str = "left", seed: int = 0, window: int = 15,
     boundary rule of `information_boundary`: single top vectors against their own null,
     then window means against the exact band of a mean of uniform p-values. On a
     pure-noise matrix the rule reports information with probability at most `fpr`
-    (default 0.05; measured about 0.02 over sizes M = 20..1000, Gaussian and uniform
+    (default 0.05; measured about 0.03 over sizes M = 20..200, Gaussian and uniform
     entries, both sides). With `control=True` a Gaussian matrix of the same shape (seeded)
     goes through the same steps (`control_smoothed`, `control_n_above`) as a check.
 
