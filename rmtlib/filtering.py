@@ -21,22 +21,33 @@ from . import spectra
 from .data import Dataset, Split
 from .devices import resolve_device
 from .progress import progress
+from .validation import as_array, as_vector, check_choice, check_float, check_int
 
 SPLITS = ("train", "val", "test")
 
 
 # --------------------------------------------------------------------------- single matrices
 def _check_k(k, M):
-    if int(k) != k or not 0 <= k <= M:
-        raise ValueError(f"k must be an integer in [0, {M}] (the number of singular values); got {k!r}")
-    return int(k)
+    return check_int(k, "k", min=0, max=M, why=f"the number of singular values is {M}")
+
+
+def _check_sigma_q(sigma, q):
+    sigma = check_float(sigma, "sigma", min=0, min_open=True, why="the bulk scale is positive")
+    q = check_float(q, "q", min=0, max=1, min_open=True, why="q = M/N, the aspect ratio min/max")
+    return sigma, q
+
+
+def _check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r} ({type(value).__name__})")
+    return bool(value)
 
 
 def remove_smallest(W, k: int) -> torch.Tensor:
     """W with its k smallest singular values set to zero (METHODS §4)."""
     W = spectra.as_tensor(W)
+    k = _check_k(k, min(W.shape))
     dec = spectra.svd(W)
-    k = _check_k(k, len(dec.S))
     keep = len(dec.S) - k
     out = (dec.U[:, :keep] * dec.S[:keep]) @ dec.Vh[:keep]
     return out.to(W.dtype)
@@ -52,26 +63,46 @@ def shift(singular_values, sigma: float, q: float):
     Nadakuditi 2012). Values at or below the edge are returned unchanged. The arXiv version
     of Staats et al. prints Eq. (3) without the 1/2 (erratum, see `shift_as_printed`).
     """
-    mp._check_sigma_q(sigma, q)
-    nu = np.asarray(singular_values.cpu() if hasattr(singular_values, "cpu") else singular_values, dtype=float)
-    x = nu / sigma
+    sigma, q = _check_sigma_q(sigma, q)
+    nu = as_array(singular_values, "singular_values").cpu().numpy().astype(float)
+    x = _ratio(nu, sigma)
     out = nu.copy()
     above = x > 1 + math.sqrt(q)
-    a = x[above] ** 2 - q - 1
-    theta = np.sqrt((a + np.sqrt(np.clip(a**2 - 4 * q, 0, None))) / 2)
+    # the same formula divided through by x^2 (no overflow of x^2 for huge ratios):
+    # theta = x sqrt((1 - b + sqrt((1 - b)^2 - 4 q / x^4)) / 2), b = (q + 1) / x^2
+    xa = x[above]
+    b = (q + 1) / xa / xa
+    c = 4 * q / xa / xa / xa / xa
+    theta = xa * np.sqrt((1 - b + np.sqrt(np.clip((1 - b) ** 2 - c, 0, None))) / 2)
     out[above] = sigma * theta
     return out
 
 
+def _ratio(nu: np.ndarray, sigma: float) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = nu / sigma
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"singular_values / sigma overflows (sigma = {sigma!r}); pass sigma on the "
+                         "scale of the singular values")
+    if np.any(nu < 0):
+        raise ValueError("singular_values must be >= 0")
+    return x
+
+
 def shift_as_printed(singular_values, sigma: float, q: float):
     """Eq. (3) of arXiv:2206.03927 taken literally (no 1/2): moves values *up*. For teaching only."""
-    mp._check_sigma_q(sigma, q)
-    nu = np.asarray(singular_values, dtype=float)
-    x = nu / sigma
+    sigma, q = _check_sigma_q(sigma, q)
+    nu = as_array(singular_values, "singular_values").cpu().numpy().astype(float)
+    x = _ratio(nu, sigma)
     out = nu.copy()
     above = x > 1 + math.sqrt(q)
-    a = x[above] ** 2 - q - 1
-    out[above] = sigma * np.sqrt(a + np.sqrt(np.clip(a**2 - 4 * q, 0, None)))
+    xa = x[above]
+    b = (q + 1) / xa / xa
+    c = 4 * q / xa / xa / xa / xa
+    # sqrt(a + sqrt(a^2 - 4q)), a = x^2 - q - 1, written without x^2
+    out[above] = sigma * xa * np.sqrt(1 - b + np.sqrt(np.clip((1 - b) ** 2 - c, 0, None)))
+    if not np.all(np.isfinite(out)):
+        raise ValueError("the printed Eq. (3) overflows for these values; use smaller singular values")
     return out
 
 
@@ -81,9 +112,16 @@ def spike_position(theta, q: float):
     Below the detection threshold q^(1/4) the spike sinks into the bulk: the value
     returned is then the bulk edge 1 + sqrt(q).
     """
-    t = np.asarray(theta, dtype=float)
-    pos = np.sqrt((1 + t**2) * (q + t**2)) / np.where(t > 0, t, 1)
-    return np.where(t > q**0.25, pos, 1 + math.sqrt(q))
+    q = check_float(q, "q", min=0, max=1, min_open=True, why="q = M/N, the aspect ratio min/max")
+    t = as_array(theta, "theta").cpu().numpy().astype(float)
+    if np.any(t < 0):
+        raise ValueError("theta (a signal singular value in units of sigma) must be >= 0")
+    out = np.full(t.shape, 1 + math.sqrt(q))
+    up = t > q**0.25
+    tu = t[up]
+    # sqrt((1 + t^2)(q + t^2)) / t = sqrt(t + 1/t) sqrt(t + q/t): no overflow of t^2
+    out[up] = np.sqrt(tu + 1 / tu) * np.sqrt(tu + q / tu)
+    return out
 
 
 def filtered_values(S: np.ndarray, k: int, *, shift_values: bool, fit=None, shape=None) -> np.ndarray:
@@ -92,8 +130,9 @@ def filtered_values(S: np.ndarray, k: int, *, shift_values: bool, fit=None, shap
     (i) the values keep their rank order; (ii) values above the MP edge are shifted, each
     staying on its own singular vectors; (iii) the k smallest by rank are set to zero.
     """
-    S = np.asarray(S, dtype=float).copy()
+    S = as_vector(S, "S").cpu().numpy().astype(float)
     k = _check_k(k, len(S))
+    shift_values = _check_bool(shift_values, "shift_values")
     if shift_values:
         if fit is None:
             if shape is None:
@@ -111,6 +150,8 @@ def filter_matrix(W, k: int, *, shift: bool = True, fit=None) -> torch.Tensor:
     `fit` is the MP fit of W (`rmtlib.marchenko_pastur.fit`); computed when not given.
     """
     W = spectra.as_tensor(W)
+    _check_k(k, min(W.shape))
+    shift = _check_bool(shift, "shift")
     dec = spectra.svd(W)
     S = filtered_values(dec.S.cpu().numpy(), k, shift_values=shift, fit=fit, shape=tuple(W.shape))
     out = (dec.U * torch.as_tensor(S, dtype=dec.U.dtype, device=dec.U.device)) @ dec.Vh
@@ -129,15 +170,21 @@ def _resolve_split(data, name):
 
 
 def _check_fractions(fractions):
-    fr = np.asarray(fractions, dtype=float).ravel()
-    if fr.size == 0 or np.any(~np.isfinite(fr)) or np.any(fr < 0) or np.any(fr > 1):
-        raise ValueError(f"fractions must be numbers in [0, 1]; got {list(np.asarray(fractions).ravel())}")
+    fr = as_array(fractions, "fractions").cpu().numpy().astype(float).ravel()
+    if np.any(fr < 0) or np.any(fr > 1):
+        raise ValueError(f"fractions must be numbers in [0, 1]; got {list(fr)}")
     return fr
 
 
 def _check_layers(model, layer_names):
     if isinstance(layer_names, str):
         layer_names = [layer_names]
+    if not isinstance(layer_names, (list, tuple)):
+        raise TypeError(f"layer_names must be a layer name or a list of them; got "
+                        f"{type(layer_names).__name__}")
+    for name in layer_names:
+        if not isinstance(name, str):
+            raise TypeError(f"layer names must be strings; got {name!r} ({type(name).__name__})")
     names = [n for n, _ in spectra.layers(model)]
     for name in layer_names:
         if name not in names:
@@ -277,8 +324,9 @@ def removal_sweep(model: nn.Module, layer_names, fractions, data, *, splits=("tr
                                 dict(layer_names=layer_names, fractions=fractions, splits=splits, shift=shift,
                                      method=method, batch_size=batch_size, device=device,
                                      progress_bar=progress_bar))
-    if method not in ("fast", "naive"):
-        raise ValueError(f"method must be 'fast' or 'naive'; got {method!r}")
+    check_choice(method, "method", ("fast", "naive"))
+    batch_size = check_int(batch_size, "batch_size", min=1)
+    shift = _check_bool(shift, "shift")
     fr = _check_fractions(fractions)
     layer_names = _check_layers(model, layer_names)
     split_data = {s: _resolve_split(data, s) for s in splits}
@@ -373,6 +421,9 @@ def denoise(model: nn.Module, val: Split, *, shift: bool = True, test: Split | N
                                      batch_size=batch_size, device=device, progress_bar=progress_bar))
     if not isinstance(val, Split):
         raise TypeError("val must be an rmtlib.data.Split (e.g. data.val)")
+    check_choice(method, "method", ("fast", "naive"))
+    batch_size = check_int(batch_size, "batch_size", min=1)
+    shift = _check_bool(shift, "shift")
     fr = _check_fractions(np.linspace(0, 1, 51) if fractions is None else fractions)
     if fr[0] != 0:
         fr = np.concatenate([[0.0], fr])  # "change nothing" is always a candidate

@@ -62,10 +62,18 @@ def glue(name: str, value, display: bool = False):
 
 
 def plot_pvalues(ax, result, *, color, label, show_band: bool = True, show_boundary: bool = True):
-    """Window-averaged PT p-values against singular value, with the control band (METHODS §2)."""
+    """Window-averaged PT p-values against singular value, with the band of randomness (METHODS §2).
+
+    The band is the exact band of a window mean of uniform p-values for each position
+    (narrower where the window is complete, wider at the ends where it is cut).
+    """
     ax.plot(result.singular_values, result.smoothed, color=color, lw=1.2, label=label)
     if show_band:
-        ax.axhspan(*result.band, color=CONTROL, alpha=0.25, lw=0)
+        lower, upper = getattr(result, "lower", None), getattr(result, "upper", None)
+        if lower is None or upper is None:
+            ax.axhspan(*result.band, color=CONTROL, alpha=0.25, lw=0)
+        else:
+            ax.fill_between(result.singular_values, lower, upper, color=CONTROL, alpha=0.25, lw=0)
     if show_boundary and result.n_above > 0:
         ax.axvline(result.boundary, color=color, ls="--", lw=0.9)
     ax.set(xlabel="singular value $\\nu$", ylabel="averaged p-value", ylim=(-0.02, 1.0))

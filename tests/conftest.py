@@ -22,3 +22,15 @@ def fashion_small():
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)
+
+
+try:  # Hypothesis profiles: derandomized in CI (the `CI` variable set), no example database there
+    from hypothesis import HealthCheck, settings
+
+    _common = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                          HealthCheck.too_slow])
+    settings.register_profile("ci", derandomize=True, database=None, print_blob=True, **_common)
+    settings.register_profile("dev", **_common)
+    settings.load_profile("ci" if os.environ.get("CI") else "dev")
+except ImportError:  # the property tests skip themselves without hypothesis
+    pass
