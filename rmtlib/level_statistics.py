@@ -318,7 +318,8 @@ def summary(W, *, method: str = "poly", trim: float = 0.05, L=(1.0, 5.0, 10.0), 
             window: int = 15) -> dict:
     """Level statistics of one weight matrix, as a flat dict for `rmtlib.analyze` to join.
 
-    Keys (prefix `ls_`): n_levels (kept after trimming), ks_goe and ks_poisson (KS distance of
+    Keys (prefix `ls_`): unfolding (the method used: "poly" falls back to "broaden" when the
+    polynomial is not monotone over the levels), n_levels (kept after trimming), ks_goe and ks_poisson (KS distance of
     the spacings to the Wigner surmise and to Poisson), ks_crit (1% critical value for that many
     independent spacings), sigma2_L<L> and sigma2_goe_L<L> (measured and GOE number variance;
     NaN where L exceeds half the unfolded range), hill_alpha_small / hill_alpha_large (Hill index
@@ -331,10 +332,17 @@ def summary(W, *, method: str = "poly", trim: float = 0.05, L=(1.0, 5.0, 10.0), 
         raise ValueError(f"W has shape {tuple(A.shape)}: {min(A.shape)} levels; level statistics "
                          f"need at least {MIN_LEVELS} (min(n, m) >= {MIN_LEVELS})")
     Ls = _lengths(L)
+    method = check_choice(method, "method", METHODS)
     lv = levels(A)
-    e = unfold(lv, method, degree=degree, window=window, trim=trim)
+    try:
+        e = unfold(lv, method, degree=degree, window=window, trim=trim)
+    except ValueError as err:
+        if method != "poly" or "decreases" not in str(err):
+            raise
+        method = "broaden"  # a spectrum far from MP shape: the local fit still works
+        e = unfold(lv, method, degree=degree, window=window, trim=trim)
     s = np.diff(e)
-    out = dict(ls_n_levels=len(e), ls_ks_goe=ks_distance(s, "goe"),
+    out = dict(ls_unfolding=method, ls_n_levels=len(e), ls_ks_goe=ks_distance(s, "goe"),
                ls_ks_poisson=ks_distance(s, "poisson"), ls_ks_crit=ks_critical(len(s)))
     span = e[-1] - e[0]
     ok = Ls <= span / 2

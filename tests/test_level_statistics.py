@@ -218,6 +218,18 @@ def test_summary_of_a_noise_layer_is_goe_and_not_poisson():
     assert out["ls_hill_ratio"] > 1.5  # MP tail: the Hill index drifts
 
 
+def test_summary_falls_back_to_broadening_when_the_polynomial_fails():
+    # levels with a gap no degree-12 polynomial follows monotonically: half the values are 100x larger
+    rng = np.random.default_rng(14)
+    W = rng.standard_normal((400, 200)) / 20
+    W[:, :100] *= 100
+    with pytest.raises(ValueError, match="decreases"):
+        ls.unfold(ls.levels(W))
+    out = ls.summary(W)
+    assert out["ls_unfolding"] == "broaden"
+    assert ls.summary(rng.standard_normal((400, 200)))["ls_unfolding"] == "poly"
+
+
 def test_summary_accepts_any_float_dtype_and_gradients():
     base = torch.randn(200, 100, generator=torch.Generator().manual_seed(12))
     for W in (base.to(torch.float16), base.to(torch.bfloat16), base.clone().requires_grad_(True),
