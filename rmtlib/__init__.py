@@ -2,11 +2,11 @@
 
 The library behind the book "Noise and information in neural-network weights".
 Modules follow the data flow: data -> models -> train -> spectra -> statistics
-(porter_thomas, marchenko_pastur) -> filtering / early_stopping -> plotting.
+(porter_thomas, marchenko_pastur, level_statistics) -> filtering / early_stopping -> plotting.
 """
-from . import data, devices, marchenko_pastur, models, porter_thomas, spectra, train
+from . import data, devices, level_statistics, marchenko_pastur, models, porter_thomas, spectra, train
 from .report import analyze
 
 __version__ = "0.1.0"
-__all__ = ["analyze", "data", "devices", "marchenko_pastur", "models", "porter_thomas",
+__all__ = ["analyze", "data", "devices", "level_statistics", "marchenko_pastur", "models", "porter_thomas",
            "spectra", "train", "__version__"]
