@@ -470,6 +470,8 @@ def _train_group(models, datasets, seeds, callbacks, *, sched, n_epochs, bs, lr,
                 acc_loss.add_(losses.detach().double() * idx.shape[1])
             last_loss.copy_(losses.detach().float())
 
+    # The CUDA paths below (graph capture, TF32/bfloat16) were written on a machine without
+    # a GPU; tests/test_ensemble.py::test_cuda_* check them where one is present.
     graph, static_idx = None, None
 
     def capture():

@@ -402,7 +402,7 @@ def analyze(W, *, side: str = "left", seed: int = 0, window: int = 15,
         raise ValueError(f"W is {what}: its singular vectors are arbitrary, there is nothing "
                          "to test; pass a weight matrix with varying entries")
 
-    def run(matrix, warn):
+    def run(matrix, warn, eps):
         dec = spectra.svd(matrix, method="gram")  # falls back to LAPACK if ill-conditioned
         S = dec.S.cpu().numpy()
         r = _numerical_rank(S, matrix.shape, eps)
@@ -418,13 +418,14 @@ def analyze(W, *, side: str = "left", seed: int = 0, window: int = 15,
                        samples=samples, seed=seed)
         return S, p, information_boundary(p, window, fpr=fpr, confirm=confirm)
 
-    sv, p, bd = run(W, True)
+    sv, p, bd = run(W, True, eps)
     if len(sv) < window:
         warnings.warn(f"only {len(sv)} singular vectors, fewer than one window of {window}: "
                       "only strongly non-random single vectors can be detected here",
                       stacklevel=2)
     if control:
-        csv, _, cbd = run(gaussian_control(tuple(W.shape), seed=seed + 1), False)
+        csv, _, cbd = run(gaussian_control(tuple(W.shape), seed=seed + 1), False,
+                          float(np.finfo(np.float64).eps))
         csm, c_n = cbd.curve, cbd.n_above
     else:
         csv, csm, c_n = np.array([]), np.array([]), None
