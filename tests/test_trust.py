@@ -536,6 +536,8 @@ def _fake_book(root: Path, failing_line="y = 1 / (x - 5)"):
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                        "language_info": {"name": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
+    for i, cell in enumerate(nb["cells"]):
+        cell["id"] = f"cell-{i}"
     (root / "notebooks" / "07_fails.ipynb").write_text(json.dumps(nb))
 
 
