@@ -5,6 +5,10 @@ parameters into a git-ignored folder `runs/<profile>/` and prints where they are
 A profile is a YAML file `params/<profile>.yaml`: a mapping from a notebook's stem
 (e.g. `00_model_zoo`) to the parameters it overrides; the key `all` applies to every
 notebook that declares the parameter.
+
+Exit codes of the command line: 0 done, 2 a usage error (bad profile, notebook,
+--set value), 3 a chapter failed (the message names the chapter, the cell and the
+exception; the executed notebook or log beside it has the traceback).
 """
 from __future__ import annotations
 
@@ -16,6 +20,33 @@ from pathlib import Path
 import yaml
 
 from ._io import project_root
+
+EXIT_USAGE = 2
+EXIT_NOTEBOOK_FAILED = 3
+
+
+class NotebookError(RuntimeError):
+    """A chapter raised an exception: which chapter, which cell, which exception."""
+
+    def __init__(self, chapter: str, cell: int, first_line: str, error: str, output: Path | None = None):
+        self.chapter, self.cell, self.first_line, self.error, self.output = chapter, cell, first_line, error, output
+        where = f"; the traceback is in {output}" if output is not None else ""
+        super().__init__(f"chapter {chapter} failed in cell {cell} (`{first_line}`): {error}{where}")
+
+
+def _first_line(source: str) -> str:
+    lines = [l.strip() for l in source.splitlines() if l.strip() and not l.strip().startswith("#")]
+    line = lines[0] if lines else source.strip()
+    return line if len(line) <= 80 else line[:77] + "..."
+
+
+def _cell_index(notebook: Path, source: str, fallback: int) -> int:
+    """Index of the cell with this source in the committed notebook (papermill adds one)."""
+    nb = json.loads(Path(notebook).read_text())
+    for i, cell in enumerate(nb["cells"]):
+        if "".join(cell.get("source", [])).strip() == (source or "").strip():
+            return i
+    return fallback
 
 
 def _root(root=None) -> Path:
@@ -92,21 +123,29 @@ def execute_plain(notebook: Path, parameters: dict, dest: Path) -> None:
     os.chdir(Path(notebook).parent)
     figures = 0
     try:
-        for cell in nb["cells"]:
+        for index, cell in enumerate(nb["cells"]):
             if cell["cell_type"] != "code":
                 continue
-            src = "".join(cell["source"])
+            original = "".join(cell["source"])
             src = "\n".join(l[: len(l) - len(l.lstrip())] + "pass" if l.lstrip().startswith(("%", "!")) else l
-                            for l in src.split("\n"))
+                            for l in original.split("\n"))
             buf = io.StringIO()
-            with contextlib.redirect_stdout(buf):
-                exec(compile(src, f"<{Path(notebook).name}>", "exec"), ns)
-                if "parameters" in cell.get("metadata", {}).get("tags", []):
-                    ns.update(parameters)
-                for num in plt.get_fignums():
-                    figures += 1
-                    plt.figure(num).savefig(dest.with_name(f"{dest.stem}_fig{figures}.png"), dpi=80)
-                plt.close("all")
+            try:
+                with contextlib.redirect_stdout(buf):
+                    exec(compile(src, f"<{Path(notebook).name} cell {index}>", "exec"), ns)
+            except Exception as err:
+                import traceback
+
+                log.write(f"# ---- cell {index}\n{src}\n# ---- output\n{buf.getvalue()}\n"
+                          f"# ---- error\n{traceback.format_exc()}\n")
+                raise NotebookError(Path(notebook).stem, index, _first_line(original),
+                                    f"{type(err).__name__}: {err}", dest) from err
+            if "parameters" in cell.get("metadata", {}).get("tags", []):
+                ns.update(parameters)
+            for num in plt.get_fignums():
+                figures += 1
+                plt.figure(num).savefig(dest.with_name(f"{dest.stem}_fig{figures}.png"), dpi=80)
+            plt.close("all")
             log.write(f"# ---- cell\n{src}\n# ---- output\n{buf.getvalue()}\n")
             dest.write_text(log.getvalue())  # as it goes: a long run shows its progress
     finally:
@@ -147,12 +186,32 @@ def run(profile: str, selection=None, out=None, root=None, kernel: str = "python
         if engine == "papermill":
             import papermill as pm
 
-            pm.execute_notebook(str(nb), str(dest), parameters=p, kernel_name=kernel,
-                                cwd=str(nb.parent), progress_bar=progress, log_output=False)
+            try:
+                pm.execute_notebook(str(nb), str(dest), parameters=p, kernel_name=kernel,
+                                    cwd=str(nb.parent), progress_bar=progress, log_output=False)
+            except pm.PapermillExecutionError as err:
+                raise NotebookError(nb.stem, _cell_index(nb, err.source, err.cell_index),
+                                    _first_line(err.source or ""), f"{err.ename}: {err.evalue}", dest) from err
         else:
             execute_plain(nb, p, dest)
         written.append(dest)
     return written
+
+
+def _parse_set(items) -> dict:
+    """{name: value} from `--set NAME=YAML` items; ValueError with a one-line reason."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"--set needs NAME=VALUE with NAME a parameter name; got {item!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            reason = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({reason}); quote it "
+                             "and close brackets, e.g. --set 'seeds=[0, 1]' or --set name=text") from None
+    return overrides
 
 
 def main(argv=None) -> int:
@@ -166,16 +225,14 @@ def main(argv=None) -> int:
                         help="override a parameter, e.g. --set dataset=fashion-mnist --set 'seeds=[0, 1]'")
     args = parser.parse_args(argv)
     try:
-        overrides = {}
-        for item in args.set:
-            if "=" not in item:
-                raise ValueError(f"--set needs NAME=VALUE; got {item!r}")
-            key, value = item.split("=", 1)
-            overrides[key.strip()] = yaml.safe_load(value)
+        overrides = _parse_set(args.set)
         written = run(args.profile, args.notebooks, args.out, engine=args.engine, overrides=overrides)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except NotebookError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_NOTEBOOK_FAILED
     print("\nExecuted notebooks:")
     for path in written:
         print(f"  {path}")

@@ -407,10 +407,11 @@ class Config:
                                                           for p in opts):
             raise TypeError(f"model_options must be a dict of keyword arguments of the model "
                             f"builder; got {self.model_options!r}")
-        builder = inspect.signature(getattr(_models, self.model)).parameters.values()
-        allowed = sorted(p.name for p in builder if p.kind == p.KEYWORD_ONLY and p.name != "image_size")
+        builder = getattr(_models, self.model, None)  # the function named after the model
+        params = inspect.signature(builder).parameters.values() if callable(builder) else ()
+        allowed = sorted(p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name != "image_size")
         for key, _ in opts:
-            if key not in allowed:
+            if callable(builder) and key not in allowed:
                 raise ValueError(f"model_options key {key!r} is not an option of {self.model}; "
                                  f"valid: {allowed}")
         put("model_options", tuple(sorted((k, _plain_option(v, f"model_options[{k!r}]")) for k, v in opts)))
