@@ -675,6 +675,8 @@ def trained_many(configs, *, device=None, progress: bool = True, retrain: bool =
             part = idxs[s : s + chunk]
             trained, data = train_configs([cfgs[i] for i in part], device=device, progress=progress, **options)
             for i, (net, hist), ds in zip(part, trained, data):
+                if not hist.provenance:  # where it was trained: torch, device, threads
+                    hist.provenance = _train.provenance(resolve_device(device))
                 _train.save_cached(cfgs[i], net, hist, ds)
                 results[i] = (net, hist)
     for i, cfg in enumerate(cfgs):
