@@ -5,8 +5,9 @@ Modules follow the data flow: data -> models -> train -> spectra -> statistics
 (porter_thomas, marchenko_pastur) -> filtering / early_stopping -> plotting.
 """
 from . import data, devices, marchenko_pastur, models, porter_thomas, spectra, train
+from . import redundancy
 from .report import analyze
 
 __version__ = "0.1.0"
 __all__ = ["analyze", "data", "devices", "marchenko_pastur", "models", "porter_thomas",
-           "spectra", "train", "__version__"]
+           "redundancy", "spectra", "train", "__version__"]
