@@ -476,19 +476,41 @@ def low_rank_table(model: nn.Module, split: Split, *, k: int = 10, layers=None,
     return pd.DataFrame(rows)
 
 
-def outlier_overlap(W, kept, r: int) -> float:
-    """Share of the top-r left singular subspace carried by the rows in `kept`.
+def subspace_mass(W, r: int) -> torch.Tensor:
+    """Mass of each unit in the top-r left singular subspace: p_i = sum_{a<=r} U_ia^2.
 
-    With W = U diag(nu) V^T (rows are units), unit i carries the mass p_i = sum_{a<=r} U_ia^2
-    of the top r left singular vectors; sum_i p_i = r. Returns sum_{i in kept} p_i / r: 1 when
-    the kept units carry the whole subspace, |kept| / m on average for a random choice.
+    With W = U diag(nu) V^T (rows are units), sum_i p_i = r, and the squared row norms are
+    ||w_i||^2 = sum_a nu_a^2 U_ia^2: a unit's norm is its mass in each direction weighted by
+    the squared singular value.
     """
     W = as_matrix(W, "W")
     dec = spectra.svd(W)
     r = check_int(r, "r", min=1, max=len(dec.S), why="r counts top singular vectors")
-    p = (dec.U[:, :r].to(torch.float64) ** 2).sum(dim=1)
-    idx = _check_units(kept, W.shape[0] + 1, "W") if len(kept) else torch.zeros(0, dtype=torch.long)
-    return float(p[idx.to(p.device)].sum() / r)
+    return (dec.U[:, :r].to(torch.float64) ** 2).sum(dim=1).cpu()
+
+
+def outlier_overlap(W, kept, r: int) -> float:
+    """Share of the top-r left singular subspace carried by the rows in `kept`:
+    sum_{i in kept} p_i / r (see `subspace_mass`); 1 when the kept units carry the whole
+    subspace, |kept| / m on average for a random choice."""
+    p = subspace_mass(W, r)
+    idx = torch.as_tensor(kept, dtype=torch.long).reshape(-1)
+    if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(p)):
+        raise ValueError(f"kept unit indices must lie in [0, {len(p) - 1}]")
+    return float(p[idx].sum() / r)
+
+
+def overlap_curve(W, order, r: int) -> np.ndarray:
+    """`outlier_overlap` of the units kept after each greedy removal.
+
+    `order` is a removal order (first removed first, e.g. from `removal_order`); entry j of
+    the result is the share carried by the last j + 1 units of the order (j + 1 units kept).
+    """
+    p = subspace_mass(W, r)
+    order = torch.as_tensor(order, dtype=torch.long).reshape(-1)
+    if sorted(order.tolist()) != list(range(len(p))):
+        raise ValueError(f"order must be a permutation of the {len(p)} units")
+    return (torch.cumsum(p[order.flip(0)], 0) / r).numpy()
 
 
 # --------------------------------------------------------------------------- weight-vector graph

@@ -264,6 +264,11 @@ def test_outlier_overlap_of_units_that_carry_a_spike():
     W += 10 * torch.outer(u, torch.randn(60, generator=g, dtype=torch.float64) / math.sqrt(60))
     assert R.outlier_overlap(W, list(range(5)), 1) > 0.99
     assert R.outlier_overlap(W, list(range(5, 40)), 1) < 0.01
+    # the curve over kept counts: keeping the 5 largest rows (removed last) carries it all
+    order = R.removal_order(W, "magnitude")
+    curve = R.overlap_curve(W, order, 1)
+    assert curve[4] > 0.99 and curve[-1] == pytest.approx(1.0)
+    assert curve[0] == pytest.approx(R.outlier_overlap(W, order[-1:], 1))
 
 
 # --------------------------------------------------------------------------- unit graph
