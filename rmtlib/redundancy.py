@@ -307,8 +307,7 @@ def _masked(h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 def _check_counts(counts, m):
     if counts is None:
         return list(range(m + 1))
-    c = [check_int(int(v) if isinstance(v, (np.integer,)) else v, "counts", min=0, max=m,
-                   why=f"the layer has {m} units") for v in counts]
+    c = [check_int(v, "counts", min=0, max=m, why=f"the layer has {m} units") for v in counts]
     if not c:
         raise ValueError(f"counts must list at least one number of units to remove in [0, {m}]")
     return c
@@ -428,7 +427,7 @@ def elbow(singular_values) -> int:
     span = y[0] - y[-1]
     if span <= 0:
         return 1
-    x = (ks - 1) / (M - 2) if M > 2 else np.zeros(1)
+    x = (ks - 1) / (M - 2)
     gap = (1 - x) - (y - y[-1]) / span
     return int(ks[int(np.argmax(gap))])
 
@@ -570,20 +569,23 @@ def force_layout(G, *, seed: int = 0, iterations: int = 200) -> dict:
     return {n: np.asarray(p, dtype=float) for n, p in pos.items()}
 
 
-def draw_unit_graph(G, ax=None, *, pos=None, seed: int = 0, color="#1f77b4", size_scale: float = 60.0):
-    """Draw a weight-vector graph: node area proportional to the unit's norm (relative to the
-    mean norm), edges shaded by weight. Returns the positions used."""
+def draw_unit_graph(G, ax=None, *, pos=None, seed: int = 0, color="#1f77b4", size_scale: float = 40.0,
+                    norm_ref: float | None = None):
+    """Draw a weight-vector graph: node area proportional to the unit's norm divided by
+    `norm_ref` (default: this graph's mean norm; pass the initial mean to compare stages),
+    edges as dark lines whose opacity grows with their weight. Returns the positions used."""
     import matplotlib.pyplot as plt
     import networkx as nx
 
     ax = plt.gca() if ax is None else ax
     pos = force_layout(G, seed=seed) if pos is None else pos
     norms = np.array([G.nodes[n]["norm"] for n in G.nodes])
-    sizes = size_scale * norms / max(norms.mean(), 1e-300)
+    ref = float(norms.mean()) if norm_ref is None else check_float(norm_ref, "norm_ref", min=0.0, min_open=True)
     weights = np.array([d["weight"] for _, _, d in G.edges(data=True)])
     if len(weights):
-        nx.draw_networkx_edges(G, pos, ax=ax, width=0.4, alpha=0.5, edge_color=weights,
-                               edge_cmap=plt.cm.Greys, edge_vmin=0, edge_vmax=1)
-    nx.draw_networkx_nodes(G, pos, ax=ax, node_size=sizes, node_color=color, alpha=0.8, linewidths=0)
+        nx.draw_networkx_edges(G, pos, ax=ax, width=0.8, edge_color="0.25",
+                               alpha=list(np.clip(0.3 + 0.7 * weights, 0, 1)))
+    nx.draw_networkx_nodes(G, pos, ax=ax, node_size=size_scale * norms / ref, node_color=color,
+                           alpha=0.8, linewidths=0)
     ax.set_axis_off()
     return pos
