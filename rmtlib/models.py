@@ -156,7 +156,109 @@ def nn2(in_features: int = 2048, classes: int = 10, *, init: str = "default") ->
     return mlp([in_features, 1024, 512, classes], init=init)
 
 
-MODELS = ("mlp1024", "mini_alexnet", "lenet", "nn1", "nn2")
+# --------------------------------------------------------------------------- Heitmann's zoo
+# The architectures of Heitmann's redundancy study (METHODS §9, its Fig. 1): LeNet-300-100,
+# Conv-2 and Conv-6 (VGG-like, Frankle & Carbin) and VGG19; Gaussian Glorot initialisation.
+VGG_PLANS = {
+    "conv2": (64, 64, "M"),
+    "conv6": (64, 64, "M", 128, 128, "M", 256, 256, "M"),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+              512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
+HEITMANN_INITS = INITS + ("glorot_normal",)
+
+
+def _heitmann_init(model: nn.Module, init: str) -> nn.Module:
+    """Glorot-normal (the study's "Gaussian Glorot") or one of INITS; zero biases."""
+    if init != "glorot_normal":
+        if init not in HEITMANN_INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {HEITMANN_INITS}")
+        return _apply_init(model, init)
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+def lenet_300_100(in_features: int = 784, classes: int = 10, *, hidden=(300, 100),
+                  init: str = "glorot_normal") -> nn.Sequential:
+    """LeNet-300-100 (LeCun et al. 1998) as in Heitmann's study: dense [in, 300, 100, classes].
+
+    The same network as `mlp([in, 300, 100, classes])` (layers fc1, fc2, out), with the
+    study's Gaussian Glorot initialisation by default.
+    """
+    h = _check_positive_ints("hidden", hidden)
+    return _heitmann_init(mlp([in_features, *h, classes], init="default"), init)
+
+
+def vgg_like(plan, in_channels: int = 3, classes: int = 10, *, image_size: int = 32,
+             width: float = 1.0, dense=(256, 256), avgpool: bool = False, batchnorm: bool = False,
+             init: str = "glorot_normal") -> nn.Sequential:
+    """A VGG-style network from a plan of channel counts and "M" (2x2 max pool).
+
+    3x3 convolutions with padding 1 (conv1, conv2, ...), ReLU after each (BatchNorm before it
+    with `batchnorm`), max pools with ceil_mode (so 28x28 inputs survive five pools), then
+    optionally a global average pool, flatten, dense layers fc1, fc2, ... with ReLU, and the
+    output layer `out`. `width` multiplies every channel count (at least 1 channel), for
+    quick CPU runs.
+    """
+    in_channels, classes, image_size = _check_positive_ints("in_channels, classes, image_size",
+                                                            (in_channels, classes, image_size))
+    if not (isinstance(width, (int, float)) and width > 0):
+        raise ValueError(f"width must be a positive number (a multiplier of the channel counts); got {width!r}")
+    dense = _check_positive_ints("dense", dense)
+    layers, c, side, i = [], in_channels, image_size, 0
+    for item in plan:
+        if item == "M":
+            side = -(-side // 2)
+            layers.append((f"pool{i}", nn.MaxPool2d(2, ceil_mode=True)))
+            continue
+        i += 1
+        out = max(1, int(round(item * width)))
+        layers.append((f"conv{i}", nn.Conv2d(c, out, 3, padding=1)))
+        if batchnorm:
+            layers.append((f"bn{i}", nn.BatchNorm2d(out)))
+        layers.append((f"relu{i}", nn.ReLU()))
+        c = out
+    if avgpool:
+        layers.append(("avgpool", nn.AdaptiveAvgPool2d(1)))
+        side = 1
+    layers.append(("flatten", nn.Flatten()))
+    features = c * side * side
+    for j, d in enumerate(dense, start=1):
+        layers += [(f"fc{j}", nn.Linear(features, d)), (f"relu_fc{j}", nn.ReLU())]
+        features = d
+    layers.append(("out", nn.Linear(features, classes)))
+    return _heitmann_init(nn.Sequential(OrderedDict(layers)), init)
+
+
+def conv2(in_channels: int = 3, classes: int = 10, *, image_size: int = 32, width: float = 1.0,
+          dense=(256, 256), init: str = "glorot_normal") -> nn.Sequential:
+    """Conv-2 (Frankle & Carbin; Heitmann Fig. 1): conv 64, 64, pool - dense 256, 256, classes."""
+    return vgg_like(VGG_PLANS["conv2"], in_channels, classes, image_size=image_size, width=width,
+                    dense=dense, init=init)
+
+
+def conv6(in_channels: int = 3, classes: int = 10, *, image_size: int = 32, width: float = 1.0,
+          dense=(256, 256), init: str = "glorot_normal") -> nn.Sequential:
+    """Conv-6: conv 64, 64, pool, 128, 128, pool, 256, 256, pool - dense 256, 256, classes."""
+    return vgg_like(VGG_PLANS["conv6"], in_channels, classes, image_size=image_size, width=width,
+                    dense=dense, init=init)
+
+
+def vgg19(in_channels: int = 3, classes: int = 10, *, image_size: int = 32, width: float = 1.0,
+          dense=(512, 512), batchnorm: bool = True, init: str = "glorot_normal") -> nn.Sequential:
+    """VGG19 for 32x32 images as in Heitmann Fig. 1: 16 convs in 5 pooled stages, global
+    average pool, dense 512, 512, classes. BatchNorm after each conv by default (the study
+    trains it with SGD at learning rate 0.1, which a plain VGG19 does not survive)."""
+    return vgg_like(VGG_PLANS["vgg19"], in_channels, classes, image_size=image_size, width=width,
+                    dense=dense, avgpool=True, batchnorm=batchnorm, init=init)
+
+
+MODELS = ("mlp1024", "mini_alexnet", "lenet", "nn1", "nn2", "lenet_300_100", "conv2", "conv6", "vgg19")
+HEITMANN_CONV = {"conv2": conv2, "conv6": conv6, "vgg19": vgg19}
 
 
 def build(name: str, input_shape, classes: int, *, init: str | None = None, **options) -> nn.Module:
@@ -176,8 +278,12 @@ def build(name: str, input_shape, classes: int, *, init: str | None = None, **op
         return mlp1024(features, classes, **kw)
     if name in ("nn1", "nn2"):
         return (nn1 if name == "nn1" else nn2)(features, classes, **kw)
+    if name == "lenet_300_100":
+        return lenet_300_100(features, classes, **kw)
     if len(shape) != 3 or shape[1] != shape[2]:
         raise ValueError(f"{name} needs square images (C, H, H); got input shape {shape}")
+    if name in HEITMANN_CONV:
+        return HEITMANN_CONV[name](shape[0], classes, image_size=shape[1], **kw)
     maker = mini_alexnet if name == "mini_alexnet" else lenet
     return maker(shape[0], classes, image_size=shape[1], **kw)
 
