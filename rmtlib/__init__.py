@@ -6,7 +6,8 @@ Modules follow the data flow: data -> models -> train -> spectra -> statistics
 """
 from . import data, devices, marchenko_pastur, models, porter_thomas, spectra, train
 from .report import analyze
+from . import transformers  # light to import; Hugging Face is loaded only by its loaders
 
 __version__ = "0.1.0"
 __all__ = ["analyze", "data", "devices", "marchenko_pastur", "models", "porter_thomas",
-           "spectra", "train", "__version__"]
+           "spectra", "train", "transformers", "__version__"]
