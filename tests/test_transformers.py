@@ -184,3 +184,14 @@ def test_real_minilm():
     e = enc.encode(["A cat sits on the mat.", "A kitten is sitting on a rug.", "Stock prices fell sharply."])
     sim = e @ e.T
     assert sim[0, 1] > sim[0, 2] + 0.2  # a paraphrase is closer than an unrelated sentence
+
+
+def test_analyze_gives_a_row_per_transformer_matrix(tiny_checkpoint):
+    import rmtlib
+
+    enc = tr.load_bert(tiny_checkpoint)
+    table = rmtlib.analyze(enc.model, porter_thomas=False)
+    types = tr.matrices(enc.model)
+    assert list(table.layer) == list(types.layer)
+    tiny = table[table.layer == "embeddings.token_type_embeddings"].iloc[0]
+    assert "at least" in tiny.note  # 2 x 32: too small for an MP fit, said so
