@@ -90,6 +90,15 @@ def smoke_html(tmp_path_factory):
     return out / "_build" / "html", (rc, warnings)
 
 
+def test_every_figure_was_drawn(smoke_html):
+    """Each cell ending a figure with plt.show() holds an image (not an empty Agg show)."""
+    html, _ = smoke_html
+    src = html.parent.parent / "src"
+    bad = {p: smoke_book.missing_figures(src / f"{p}.ipynb") for p in PAGES if (src / f"{p}.ipynb").is_file()}
+    bad = {p: cells for p, cells in bad.items() if cells}
+    assert not bad, f"cells that call plt.show() but show no figure: {bad}"
+
+
 def test_smoke_book_builds_strictly(smoke_html):
     """Sphinx warnings fail the build (-W --keep-going lists all of them)."""
     html, result = smoke_html
@@ -194,6 +203,7 @@ const out = {
   merrors: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.textContent.slice(0, 60)),
   raw: rawTex(),
   mathjax: typeof MathJax !== 'undefined' && !!MathJax.version ? MathJax.version : null,
+  figures: document.querySelectorAll('.cell_output img').length,
   images: Array.from(document.images).map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0})),
   links: Array.from(document.querySelectorAll('a[href]')).map(a => ({href: a.getAttribute('href'), abs: a.href,
             cls: a.className, text: a.textContent.trim().slice(0, 40)})),
@@ -283,6 +293,8 @@ def test_images_loaded(page, page_info):
     info = page_info(page)
     broken = [i["src"] for i in info["images"] if not i["ok"]]
     assert not broken, f"{page}: images that did not load: {broken}"
+    if (ROOT / f"{page}.ipynb").is_file():
+        assert info["figures"] > 0, f"{page}: a chapter without a single figure in its outputs"
 
 
 @pytest.mark.parametrize("page", pages(notebooks_only=True))

@@ -17,6 +17,7 @@ of the build (0 when it had no warning); the warnings are also written to
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -54,12 +55,47 @@ def toc_notebooks(root: Path = ROOT) -> list[str]:
 
 
 def execute(stems, executed: Path) -> float:
-    """Run the listed chapters on the smoke profile; returns the seconds it took."""
+    """Run the listed chapters on the smoke profile; returns the seconds it took.
+
+    MPLBACKEND is removed from the kernel's environment: with `MPLBACKEND=Agg` (set by the
+    Makefile and the tests) `plt.show()` in a kernel draws nothing and the pages would
+    have no figures; without it the kernel uses its inline backend, as a reader's does.
+    """
     from rmtlib import rerun
 
+    saved = os.environ.pop("MPLBACKEND", None)
     start = time.perf_counter()
-    rerun.run("smoke", stems, out=executed, progress=False)
+    try:
+        rerun.run("smoke", stems, out=executed, progress=False)
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
     return time.perf_counter() - start
+
+
+def _fold_injected_parameters(path: Path) -> None:
+    """Fold the cell papermill injects (the smoke profile's values) like the parameters cell."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            cell["metadata"]["tags"] = tags + ["hide-cell"]
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
+
+
+def missing_figures(path: Path) -> list[int]:
+    """Code cells of an executed notebook that call plt.show() at top level but hold no image."""
+    nb = json.loads(Path(path).read_text())
+    bad = []
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        src = "".join(cell["source"])
+        if re.search(r"^plt\.show\(\)", src, flags=re.M):
+            if not any("image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {})
+                       for o in cell.get("outputs", [])):
+                bad.append(i)
+    return bad
 
 
 def stage(out: Path, executed: Path, root: Path = ROOT) -> Path:
@@ -83,6 +119,7 @@ def stage(out: Path, executed: Path, root: Path = ROOT) -> Path:
                 raise FileNotFoundError(f"{done} was not executed; run without --no-run")
             (src / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(done, src / f"{f}.ipynb")
+            _fold_injected_parameters(src / f"{f}.ipynb")
         elif path.with_suffix(".md").is_file() and not (src / f"{f}.md").exists():
             (src / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path.with_suffix(".md"), src / f"{f}.md")
