@@ -62,10 +62,11 @@ def glue(name: str, value, display: bool = False):
 
 
 def plot_pvalues(ax, result, *, color, label, show_band: bool = True, show_boundary: bool = True):
-    """Window-averaged PT p-values against singular value, with the band of randomness (METHODS §2).
+    """Window-averaged PT p-values against singular value, with the band of randomness.
 
     The band is the exact band of a window mean of uniform p-values for each position
-    (narrower where the window is complete, wider at the ends where it is cut).
+    (narrower where the window is complete, wider at the ends where it is cut); see the
+    Methods appendix.
     """
     ax.plot(result.singular_values, result.smoothed, color=color, lw=1.2, label=label)
     if show_band:
@@ -96,3 +97,88 @@ def plot_mp_fit(ax, singular_values, fit, *, color="#1f77b4", label=None, bins: 
             ax.axvline(edge, color="k", ls=":", lw=0.9)
     ax.set(xlabel="singular value $\\nu$", ylabel="density")
     return ax
+
+
+# ---- presentation helpers for the book's pages -------------------------------------------
+
+# Series that are not noise levels (the x axis already is one): the training schedule is
+# told by the line (solid regular, dashed overfitting) and the colour shade, the filter
+# variant by the marker fill (filled: shift + remove, open: remove only). Grey tones keep
+# the noise colours free for noise.
+SCHEDULE_SHADES = {"regular": "0.1", "overfitting": "0.5"}
+SCHEDULE_LINES = {"regular": "-", "overfitting": "--"}
+SCHEDULE_MARKERS = {"regular": "o", "overfitting": "^"}
+
+
+def variant_style(schedule: str, shifted: bool) -> dict:
+    """Line style of one (schedule, filter variant) series, distinct in shade, line and marker."""
+    color = SCHEDULE_SHADES.get(schedule, "0.3")
+    return dict(color=color, ls=SCHEDULE_LINES.get(schedule, "-."),
+                marker=SCHEDULE_MARKERS.get(schedule, "s"), ms=6, mec=color,
+                mfc=color if shifted else "white", mew=1.4)
+
+
+def legend_right(ax, **kwargs):
+    """Legend outside the axes, on the right: it never covers the data."""
+    kwargs.setdefault("fontsize", 8)
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def legend_below(fig, axes=None, ncol=None, **kwargs):
+    """One legend for a whole figure, centred below its panels (handles of all axes, no duplicates)."""
+    axes = fig.axes if axes is None else list(getattr(axes, "flat", axes))
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels and not lab.startswith("_"):
+                handles.append(h)
+                labels.append(lab)
+    kwargs.setdefault("fontsize", 8)
+    return fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                      ncol=ncol or min(len(labels), 4), **kwargs)
+
+
+def table(df, *, percent=(), signed_percent=(), digits: int = 3, index: bool = True):
+    """A DataFrame styled for a page: integer-valued columns as integers, NaN as a dash.
+
+    `percent` columns (fractions) are shown as percentages, `signed_percent` with a sign;
+    other float columns with `digits` decimals. Missing values never print as `nan` or
+    `nan%`. Returns a pandas Styler (show it with `display(...)`).
+    """
+    import numpy as np
+    import pandas as pd
+
+    def is_int_col(col):
+        s = df[col]
+        if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+            return False
+        values = s.dropna().to_numpy(dtype=float)
+        return pd.api.types.is_integer_dtype(s) or (len(values) > 0 and np.all(values == np.round(values)))
+
+    formats = {}
+    for col in df.columns:
+        if col in percent:
+            formats[col] = "{:.1%}"
+        elif col in signed_percent:
+            formats[col] = "{:+.2%}"
+        elif is_int_col(col):
+            formats[col] = "{:.0f}"
+        elif pd.api.types.is_float_dtype(df[col]):
+            formats[col] = f"{{:.{digits}f}}"
+    styler = df.style.format(formats, na_rep="\u2013")
+    # index levels too: a float level such as the noise prints as 0.4, not 0.400000
+    styler = styler.format_index(lambda v: f"{v:g}" if isinstance(v, (float, np.floating)) else v,
+                                 axis="index")
+    if not index:
+        styler = styler.hide(axis="index")
+    return styler
+
+
+def layer_colors(n: int) -> list:
+    """`n` grey-to-black shades for series that are layers (first layer lightest).
+
+    Layers are not noise levels, so they do not borrow the noise colours.
+    """
+    import numpy as np
+
+    return [plt.cm.Greys(x) for x in np.linspace(0.4, 0.95, max(int(n), 1))]
