@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import smoke_book  # noqa: E402
 
+import _smoke_runs  # noqa: E402
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.notebooks]
 
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -82,7 +84,8 @@ def smoke_html(tmp_path_factory):
     out = ROOT / "_build" / "smoke"
     executed = out / "executed"
     start = time.perf_counter()
-    smoke_book.execute(smoke_book.toc_notebooks(), executed)
+    for stem in smoke_book.toc_notebooks():  # shared with tests/test_notebooks.py: once per session
+        assert _smoke_runs.executed(stem).parent == executed
     t_exec = time.perf_counter() - start
     src = smoke_book.stage(out, executed)
     rc, warnings, t_build = smoke_book.build(src, out)

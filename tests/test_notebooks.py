@@ -7,6 +7,8 @@ import yaml
 
 from rmtlib import rerun
 
+import _smoke_runs
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -66,8 +68,8 @@ def test_unknown_profile_and_notebook_are_refused(tmp_path):
 @pytest.mark.notebooks
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_on_the_smoke_profile(path, tmp_path):
-    [out] = rerun.run("smoke", [path.stem], out=tmp_path, progress=False)
+def test_notebook_runs_on_the_smoke_profile(path):
+    out = _smoke_runs.executed(path.stem)  # shared with the browser test: run once per session
     nb = json.loads(out.read_text())
     errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
