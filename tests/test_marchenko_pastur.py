@@ -127,7 +127,7 @@ def test_square_and_small_matrices():
         mp.density([1.0], 1.0, 1.5)
     with pytest.raises(ValueError, match="sigma"):
         mp.density([1.0], -1.0, 0.5)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="NaN or Inf"):
         mp.fit(np.full(300, np.nan), (300, 300))
 
 
