@@ -107,11 +107,15 @@ def eigen_cdf(x, sigma2: float, c: float) -> np.ndarray:
     sigma2 = check_float(sigma2, "sigma2", min=0, min_open=True, why="the MP variance is positive")
     _check_sigma_q(1.0, c)
     x = _points(x, "x")
-    a, b = (1 - math.sqrt(c)) ** 2, (1 + math.sqrt(c)) ** 2  # in units of sigma2
-    y = np.clip(np.nan_to_num(x / sigma2, nan=a, posinf=b, neginf=a), a, b)
+    return _eigen_cdf_unit(np.nan_to_num(x / sigma2, nan=0.0, posinf=np.inf, neginf=0.0), float(c))
+
+
+def _eigen_cdf_unit(y, c):
+    """`eigen_cdf` for sigma^2 = 1 on a numpy array, without input checks (inner loops)."""
+    a, b = (1 - math.sqrt(c)) ** 2, (1 + math.sqrt(c)) ** 2
+    y = np.clip(y, a, b)
     g_a = -(a + b) * math.pi / 4 + (math.sqrt(a * b) * math.pi / 2 if a > 0 else 0.0)
-    out = (_mp_primitive(y, a, b) - g_a) / (2 * math.pi * c)
-    return np.clip(out, 0.0, 1.0)
+    return np.clip((_mp_primitive(y, a, b) - g_a) / (2 * math.pi * c), 0.0, 1.0)
 
 
 def cdf(nu, sigma: float, q: float) -> np.ndarray:
@@ -478,8 +482,13 @@ def ks_to_mp(values, sigma: float, q: float) -> float:
     """
     sigma, q = _check_sigma_q(sigma, q)
     x = np.sort(as_numpy(as_vector(values, "values")))
+    return _ks_unit(x / sigma, q)
+
+
+def _ks_unit(x, q):
+    """KS distance of sorted values x (in units of sigma) to the MP law (1, q); no checks."""
     n = len(x)
-    F = cdf(x, sigma, q)
+    F = _eigen_cdf_unit(x**2, q)
     i = np.arange(1, n + 1)
     return float(np.max(np.maximum(i / n - F, F - (i - 1) / n)))
 
@@ -497,9 +506,10 @@ def _bulk_distance(sv, fit):
     bulk = sv[sv <= fit.outlier_threshold]
     if len(bulk) < 2:
         return 1.0
-    res = minimize_scalar(lambda s: ks_to_mp(bulk, s * fit.bulk_sigma, fit.bulk_q), bounds=(0.9, 1.1),
-                          method="bounded", options=dict(xatol=1e-6))
-    return float(min(res.fun, ks_to_mp(bulk, fit.bulk_sigma, fit.bulk_q)))
+    x, q = bulk / fit.bulk_sigma, fit.bulk_q
+    res = minimize_scalar(lambda s: _ks_unit(x / s, q), bounds=(0.9, 1.1), method="bounded",
+                          options=dict(xatol=1e-6))
+    return float(min(res.fun, _ks_unit(x, q)))
 
 
 def _gof_path(N, M, samples, seed, window, tw_level):
