@@ -147,7 +147,7 @@ def tw1_cdf(s: float, nodes: int = 60) -> float:
 
     F1(s) = det(I - K1) on L^2(s, inf) with K1(x, y) = Ai((x + y)/2) / 2 (Ferrari & Spohn;
     Sasamoto), evaluated by Bornemann's Nystrom method: Gauss-Legendre nodes on
-    [s, s + 16] (the Airy kernel is below 1e-20 beyond). Accurate to about 1e-10; it
+    [s, s + 16] (the Airy kernel is below 1e-20 beyond). Accurate to about 1e-8; it
     reproduces the tabulated percentiles of Tracy & Widom (Johnstone 2001, Table 1:
     0.90 -> 0.45, 0.95 -> 0.98, 0.99 -> 2.02) and the mean -1.2065.
     """
@@ -352,11 +352,14 @@ def _shape_q(shape, count):
 
 def _check_rank(sv):
     """Refuse a collapsed spectrum: zero matrix, constant or low-rank matrix (sv ascending)."""
+    # zero: below 1e-6 of the median (a square noise matrix has its smallest value near
+    # sigma / N, and two such values below 1e-6 sigma are practically impossible), or below
+    # the float64 numerical-rank level 1e-10 of the largest value
     med = float(np.median(sv))
-    tiny = int(np.sum(sv <= 1e-6 * med)) if med > 0 else len(sv)
+    tiny = int(np.sum((sv <= 1e-6 * med) | (sv <= 1e-10 * sv[-1]))) if med > 0 else len(sv)
     if tiny >= 2:
         raise ValueError(f"rank collapse: {tiny} of {len(sv)} singular values are zero (below 1e-6 of "
-                         "the median); an MP bulk needs a full-rank noise matrix. A zero, constant "
+                         "the median or 1e-10 of the largest); an MP bulk needs a full-rank noise matrix. A zero, constant "
                          "or low-rank matrix has no bulk to fit (rmtlib.early_stopping.spectrum_type "
                          "calls this type 'RC')")
 
