@@ -7,6 +7,7 @@ import pandas as pd
 from torch import nn
 
 from . import early_stopping as es
+from . import level_statistics as ls
 from . import marchenko_pastur as mp
 from . import porter_thomas as pt
 from . import spectra
@@ -16,7 +17,7 @@ from .validation import check_choice, check_float, check_int
 
 def analyze(model: nn.Module, *, layers=None, porter_thomas: bool = True, side: str = "left",
             seed: int = 0, samples: int = 50_000, C: float = 0.4, threshold_method: str = "auto",
-            threshold_samples: int = es.NULL_SAMPLES) -> pd.DataFrame:
+            threshold_samples: int = es.NULL_SAMPLES, level_statistics: bool = False) -> pd.DataFrame:
     """Spectral summary of every analysable layer of `model` (METHODS §1-§3, §6).
 
     Linear, Conv (reshaped by METHODS §1) and Embedding (vocabulary x dimension) weights.
@@ -30,9 +31,14 @@ def analyze(model: nn.Module, *, layers=None, porter_thomas: bool = True, side: 
     `porter_thomas=True` the PT information boundary (pt_boundary, pt_n_above,
     pt_fraction_above) of the `side` singular vectors. The default side is "left": the
     paper tests the output-side vectors (length = the layer's outputs), which are the left
-    singular vectors of PyTorch's (out, in) weight (METHODS §1). Layers too small for a
-    statistic get NaN there and the reason in `note`.
+    singular vectors of PyTorch's (out, in) weight (METHODS §1). With
+    `level_statistics=True` the level-statistics summary of METHODS §8 joins the row
+    (`rmtlib.level_statistics.summary`: the `ls_*` columns, e.g. KS distance of the
+    unfolded spacings to GOE and to Poisson, Sigma^2(L) against GOE, the Hill drift).
+    Layers too small for a statistic get NaN there and the reason in `note`.
     """
+    if not isinstance(level_statistics, bool):
+        raise TypeError(f"level_statistics must be True or False; got {level_statistics!r}")
     side = check_choice(side, "side", ("left", "right"))
     seed = check_int(seed, "seed", min=0)
     C = check_float(C, "C", min=0, min_open=True)
@@ -87,6 +93,11 @@ def analyze(model: nn.Module, *, layers=None, porter_thomas: bool = True, side: 
                 res = pt.analyze(W, side=side, seed=seed, samples=samples)
                 row.update(pt_boundary=res.boundary, pt_n_above=res.n_above,
                            pt_fraction_above=res.fraction_above)
+            except ValueError as err:
+                note(err)
+        if level_statistics:
+            try:
+                row.update(ls.summary(W))
             except ValueError as err:
                 note(err)
         rows.append(row)
