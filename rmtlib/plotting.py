@@ -47,8 +47,11 @@ def setup() -> None:
     })
 
 
-def glue(name: str, value, display: bool = False):
-    """`myst_nb.glue` when the book builds; a no-op elsewhere (Colab, plain Jupyter)."""
+def glue(name: str, value, display: bool = False) -> None:
+    """`myst_nb.glue` when the book builds; a no-op elsewhere (Colab, plain Jupyter).
+
+    Returns None, so a `glue(...)` that ends a cell never echoes its value into the page.
+    """
     import numpy as np
 
     if isinstance(value, np.generic):  # myst-nb formats plain Python numbers only
@@ -56,9 +59,9 @@ def glue(name: str, value, display: bool = False):
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return None
     _glue(name, value, display=display)
-    return value
+    return None
 
 
 def plot_pvalues(ax, result, *, color, label, show_band: bool = True, show_boundary: bool = True):
