@@ -49,8 +49,10 @@ def as_array(x, name: str = "x", *, ndim: int | tuple[int, ...] | None = None,
                             "pass x.real if the imaginary part is zero")
         if arr.dtype == np.float16:
             arr = arr.astype(np.float32)
-        # (np.ascontiguousarray would turn a 0-d array into shape (1,))
-        t = torch.from_numpy(arr if arr.flags.c_contiguous else arr.copy(order="C"))
+        # (np.ascontiguousarray would turn a 0-d array into shape (1,)); a read-only array
+        # (a cached null loaded from disk, a broadcast view) is copied: torch would warn
+        ok = arr.flags.c_contiguous and arr.flags.writeable
+        t = torch.from_numpy(arr if ok else arr.copy(order="C"))
     elif isinstance(x, (str, bytes)):
         raise TypeError(f"{name} must be an array of numbers; got a string")
     else:
