@@ -49,8 +49,8 @@ def as_array(x, name: str = "x", *, ndim: int | tuple[int, ...] | None = None,
                             "pass x.real if the imaginary part is zero")
         if arr.dtype == np.float16:
             arr = arr.astype(np.float32)
-        # (np.ascontiguousarray would turn a 0-d array into shape (1,))
-        # read-only arrays (e.g. the cached KS null) are copied: torch cannot share them
+        # (np.ascontiguousarray would turn a 0-d array into shape (1,)); a read-only array
+        # (a cached null loaded from disk, a broadcast view) is copied: torch would warn
         ok = arr.flags.c_contiguous and arr.flags.writeable
         t = torch.from_numpy(arr if ok else arr.copy(order="C"))
     elif isinstance(x, (str, bytes)):
