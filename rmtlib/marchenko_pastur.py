@@ -616,7 +616,7 @@ def fit(singular_values, shape, *, window: int = 15, tw_level: float = TW_LEVEL,
         setattr(res, name, getattr(res, name) * scale)
     if not (math.isfinite(res.sigma) and res.sigma > 0):
         raise MPFitError(f"the MP fit gave sigma = {res.sigma} (values at scale {scale:g}); no MP bulk to fit")
-    res.stage1_height = res.stage1_height / scale**2  # y = (a/nu) sqrt(...) ~ a nu is a density
+    res.stage1_height = res.stage1_height / scale / scale  # a density (y ~ a nu); scale**2 may underflow
     res.gof_distance = _bulk_distance(sv / scale, _rescaled(res, 1 / scale))
     if gof:
         null = gof_null((N, M), samples=gof_samples, seed=seed, window=window, tw_level=tw_level)

@@ -44,6 +44,8 @@ def analyze(model: nn.Module, *, layers=None, porter_thomas: bool = True, side: 
     C = check_float(C, "C", min=0, min_open=True)
     threshold_method = check_choice(threshold_method, "threshold_method", es.METHODS)
     threshold_samples = check_int(threshold_samples, "threshold_samples", min=10)
+    if threshold_method != "fixed":  # a calibrated threshold needs 1 / (1 - level) draws
+        es._check_calibration_samples(threshold_samples, es.LEVEL)
     available = spectra.layers(model)
     if layers is not None:
         if isinstance(layers, str):

@@ -219,3 +219,10 @@ def test_methods_appendix_is_in_the_toc_and_labelled():
     for path in PAGES:
         for ref in re.findall(r"\{ref\}`(?:[^`<]*<)?(methods-[\w-]+)>?`", path.read_text()):
             assert ref in labels, f"{path.name} links ({ref}) which book/methods.md does not define"
+
+
+def test_bibliography_parses():
+    """A broken references.bib stops the whole build at its first step; say so directly."""
+    pybtex = pytest.importorskip("pybtex.database")
+    bib = pybtex.parse_file(str(ROOT / "book" / "references.bib"))
+    assert len(bib.entries) >= 10

@@ -211,7 +211,7 @@ def test_callback_warns_and_does_not_fire_on_a_square_noise_layer():
 
     torch.manual_seed(3)
     net = nn.Sequential(nn.Linear(96, 96), nn.ReLU(), nn.Linear(96, 400))
-    cb = es.SpectralEarlyStopping(["0", "2"], samples=300)
+    cb = es.SpectralEarlyStopping(["0", "2"], samples=1000)
     with pytest.warns(es.ThresholdWarning, match="layer 0 .*exceeded by pure noise"):
         cb.on_train_begin(net, history=None)
     frame = cb.to_frame()
@@ -262,3 +262,14 @@ def test_spectrum_type_of_a_student_t_matrix_and_large_low_rank():
     assert es.spectrum_type(t2.sample((500, 1000))) == "HT"
     low_rank = _gauss((512, 60), 2) @ _gauss((60, 1024), 3)
     assert es.spectrum_type(low_rank) == "RC"
+
+
+def test_calibration_refuses_too_few_draws_for_its_quantile():
+    # The 99.9% quantile of 50 draws is their maximum, biased low for this right-skewed null:
+    # at 128 x 128 it let 13% of pure-noise matrices fire. 1 / (1 - level) draws are required.
+    with pytest.raises(ValueError, match="at least 1000 draws"):
+        es.threshold(128, 0.4, m=128, method="calibrated", samples=50)
+    with pytest.raises(ValueError, match="at least 1000 draws"):
+        es.SpectralEarlyStopping(["fc1"], samples=50)
+    es.SpectralEarlyStopping(["fc1"], samples=50, method="fixed")  # no calibration: allowed
+    assert es.threshold(128, 0.4, m=128, method="calibrated", samples=100, level=0.99) > 0

@@ -137,7 +137,7 @@ def test_analyze_gives_a_row_per_layer():
 
     torch.manual_seed(0)
     net = models.build("mini_alexnet", (3, 32, 32), 10, channels=(32, 24), dense=(64, 32))
-    table = rmtlib.analyze(net, samples=2000, threshold_samples=200)
+    table = rmtlib.analyze(net, samples=2000, threshold_samples=1000)
     assert list(table.layer) == ["conv1", "conv2", "fc1", "fc2", "out"]
     for col in ("s_n", "threshold", "fires", "type", "mp_gof", "mp_gof_threshold", "mp_bulk_ok", "tw_margin",
                 "module", "pt_boundary"):
@@ -167,7 +167,7 @@ def test_analyze_reads_embeddings_and_flags_a_heavy_tailed_layer():
     with torch.no_grad():  # Student-t entries with 1.5 degrees of freedom: no MP bulk
         t = torch.distributions.StudentT(torch.tensor(1.5)).sample((200, 64))
         net[1].weight.copy_(t)
-    table = rmtlib.analyze(net, porter_thomas=False, threshold_samples=200).set_index("layer")
+    table = rmtlib.analyze(net, porter_thomas=False, threshold_samples=1000).set_index("layer")
     emb, lin = table.loc["0"], table.loc["1"]
     assert emb.module == "Embedding" and emb["shape"] == (300, 64)
     # nn.Embedding initialises N(0, 1): sigma = sqrt(300)
