@@ -57,9 +57,20 @@ def _offline_env():
 def _offline():
     old = {k: os.environ.get(k) for k in _offline_env()}
     os.environ.update(_offline_env())
+    # no "Loading weights" progress bar: in a notebook it is a widget that needs a CDN
+    hf_logging = None
+    try:
+        from transformers.utils import logging as hf_logging
+
+        bars_were_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+    except (ImportError, AttributeError):
+        hf_logging = None
     try:
         yield
     finally:
+        if hf_logging is not None and bars_were_on:
+            hf_logging.enable_progress_bar()
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
