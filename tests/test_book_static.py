@@ -226,3 +226,36 @@ def test_bibliography_parses():
     pybtex = pytest.importorskip("pybtex.database")
     bib = pybtex.parse_file(str(ROOT / "book" / "references.bib"))
     assert len(bib.entries) >= 10
+
+
+def display_math_glued_to_text(md: str) -> list[int]:
+    """Lines where a $$ display block touches a line of text (MyST then pairs the dollars
+    of the whole paragraph wrongly and MathJax shows raw LaTeX)."""
+    lines, bad, inside = md.split("\n"), [], False
+    for i, line in enumerate(lines):
+        st = line.strip()
+        if not inside and st.startswith("$$"):
+            if i > 0 and lines[i - 1].strip():
+                bad.append(i + 1)
+            inside = not (st.endswith("$$") and len(st) > 4)
+            if not inside and i + 1 < len(lines) and lines[i + 1].strip():
+                bad.append(i + 1)
+        elif inside and st.endswith("$$"):
+            inside = False
+            if i + 1 < len(lines) and lines[i + 1].strip():
+                bad.append(i + 1)
+    return bad
+
+
+def test_display_math_detector():
+    assert display_math_glued_to_text("text\n$$x$$\n\nmore") == [2]
+    assert display_math_glued_to_text("text\n\n$$a\n+ b$$\nmore") == [4]
+    assert display_math_glued_to_text("text\n\n$$x$$\n\nmore $y$") == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + sorted((ROOT / "book").glob("*.md")), ids=lambda p: p.stem)
+def test_display_math_stands_apart(path):
+    md = [source(c) for c in cells(path) if c["cell_type"] == "markdown"] if path.suffix == ".ipynb" \
+        else [path.read_text()]
+    bad = [(k, lines) for k, text in enumerate(md) for lines in [display_math_glued_to_text(text)] if lines]
+    assert not bad, f"{path.name}: $$ blocks need a blank line before and after (cell, lines): {bad}"
