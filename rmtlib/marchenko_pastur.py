@@ -246,12 +246,27 @@ def broaden(singular_values, window: int = 15, grid=None, points: int = 600):
 
 
 def _broadened(sv, widths, grid):
+    """(1/M) sum_k N(grid; nu_k, sigma_k^2), each Gaussian cut at 8 sigma_k.
+
+    The cut changes the sum by less than exp(-32) ~ 1e-14 of a peak; on an ascending grid
+    each chunk of neighbouring values touches only the grid points within reach, which
+    saves most of the exponentials (the MP fit spends its time here).
+    """
     out = np.zeros_like(grid)
     M = len(sv)
-    for start in range(0, M, 512):  # chunks keep memory at grid x 512
-        c, w = sv[start : start + 512, None], widths[start : start + 512, None]
-        out += (np.exp(-0.5 * ((grid[None, :] - c) / w) ** 2) / (w * math.sqrt(2 * math.pi))).sum(0)
-    return out / M
+    ascending = bool(np.all(np.diff(grid) >= 0))
+    step = 64 if ascending else 512  # chunks keep memory at grid x chunk
+    for start in range(0, M, step):
+        c, w = sv[start : start + step, None], widths[start : start + step, None]
+        lo, hi = 0, len(grid)
+        if ascending:
+            lo = int(np.searchsorted(grid, float((c - 8 * w).min()), side="left"))
+            hi = int(np.searchsorted(grid, float((c + 8 * w).max()), side="right"))
+            if hi <= lo:
+                continue
+        g = grid[None, lo:hi]
+        out[lo:hi] += (np.exp(-0.5 * ((g - c) / w) ** 2) / w).sum(0)
+    return out / (M * math.sqrt(2 * math.pi))
 
 
 def _bulk_grid(sv, widths, points):
