@@ -16,6 +16,7 @@
 import ast
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,24 +24,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
-
-
-def toc_files():
-    """Every page listed in _toc.yml, in order (root first), as paths relative to the repo."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return files
+sys.path.insert(0, str(ROOT / "tools"))
+from smoke_book import toc_files  # noqa: E402  (every page of _toc.yml, in order)
 
 
 def source_path(stem):
