@@ -213,3 +213,30 @@ def file_lock(path: Path, *, what: str = "this result"):
     finally:
         if lock is not None:
             lock.release()
+
+
+def load_values(path: Path, key, field: str, length: int):
+    """A float array stored by `save_values` under `key`, or None when the file is missing,
+    damaged, written for another key, of another length or not finite (then rebuild it)."""
+    import json
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+        values = np.asarray(stored[field], dtype=float)
+    except (ValueError, KeyError, TypeError):
+        return None
+    if stored.get("key") != list(key) or values.shape != (length,) or not np.all(np.isfinite(values)):
+        return None
+    return values
+
+
+def save_values(path: Path, key, field: str, values) -> None:
+    """Write a float array and its key as plain JSON, atomically (no file can run code)."""
+    import json
+
+    atomic_write_bytes(path, json.dumps({"key": list(key), field: [float(v) for v in values]}).encode())

@@ -15,7 +15,6 @@ uses the larger of the two thresholds (warning when the fixed one is not valid).
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
 
@@ -24,7 +23,7 @@ import torch
 
 from . import marchenko_pastur as mp
 from . import spectra
-from ._io import atomic_write_bytes, cache_dir
+from ._io import cache_dir, load_values, save_values
 from .progress import progress
 from .validation import as_matrix, as_numpy, as_vector, check_choice, check_float, check_int
 
@@ -179,22 +178,14 @@ def null_statistic(n: int, m: int, *, samples: int = NULL_SAMPLES, seed: int = 0
     if key in _NULL_MEMO:
         return _NULL_MEMO[key]
     path = _null_path(*key)
-    values = None
-    if cache and path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-            values = np.asarray(stored["s_n"], dtype=float)
-            if stored.get("key") != list(key) or len(values) != samples or not np.all(np.isfinite(values)):
-                values = None
-        except (ValueError, KeyError, TypeError):
-            values = None
+    values = load_values(path, key, "s_n", samples) if cache else None
     if values is None:
         rng = np.random.default_rng([seed, n, m])
         values = np.array([_statistic(mp.sample_spectrum((m, n), rng) ** 2)
                            for _ in progress(range(samples), desc=f"s_n null {n}x{m}", leave=False)])
         values.sort()
         if cache:
-            atomic_write_bytes(path, json.dumps({"key": list(key), "s_n": values.tolist()}).encode())
+            save_values(path, key, "s_n", values)
     values = np.sort(values)
     values.setflags(write=False)
     _NULL_MEMO[key] = values

@@ -47,6 +47,18 @@ METHODS = ("auto", "bmm", "vmap")
 VARYING_FIELDS = ("seed", "noise")  # everything else in a Config must be shared by an ensemble
 
 
+def check_training_options(track_train, precision) -> str | bool:
+    """Validate `track_train` ('full' or True, 'epoch', False) and `precision`; returns the
+    normalised `track_train`. Shared by `rmtlib.train.train` and `train_ensemble`."""
+    if track_train is True:
+        track_train = "full"
+    if track_train not in ("full", "epoch", False):
+        raise ValueError(f"track_train must be 'full' (True), 'epoch' or False; got {track_train!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    return track_train
+
+
 # --------------------------------------------------------------------------- precision
 @contextlib.contextmanager
 def precision_context(precision: str, device: torch.device):
@@ -305,12 +317,7 @@ def train_ensemble(models, datasets, *, seeds, schedule="regular", epochs: int |
             raise ValueError(f"ensemble members differ in {field_name}: {sorted(set(map(str, values)))}; "
                              "an ensemble trains on one data set (group configs by data and n_train)")
     _check_same_architecture(models)
-    if track_train is True:
-        track_train = "full"
-    if track_train not in ("full", "epoch", False):
-        raise ValueError(f"track_train must be 'full' (True), 'epoch' or False; got {track_train!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    track_train = check_training_options(track_train, precision)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     for cbs in callbacks:

@@ -12,7 +12,6 @@ finds the bulk without being pulled by the outliers.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import warnings
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ import numpy as np
 from scipy.optimize import OptimizeWarning, brentq, curve_fit
 from scipy.special import airy, ndtri
 
-from ._io import atomic_write_bytes, cache_dir
+from ._io import cache_dir, load_values, save_values
 from .validation import as_array, as_numpy, as_vector, check_float, check_int
 
 MIN_VALUES = 20  # a fit needs at least this many singular values
@@ -562,15 +561,7 @@ def gof_null(shape, *, samples: int = GOF_SAMPLES, seed: int = 0, window: int = 
     if key in _GOF_MEMO:
         return _GOF_MEMO[key]
     path = _gof_path(*key[1:])
-    values = None
-    if cache and path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-            values = np.asarray(stored["distances"], dtype=float)
-            if stored.get("key") != list(key) or len(values) != samples or not np.all(np.isfinite(values)):
-                values = None
-        except (ValueError, KeyError, TypeError):
-            values = None
+    values = load_values(path, key, "distances", samples) if cache else None
     if values is None:
         rng = np.random.default_rng([seed, N, M])
         out = []
@@ -583,7 +574,7 @@ def gof_null(shape, *, samples: int = GOF_SAMPLES, seed: int = 0, window: int = 
                 out.append(1.0)
         values = np.sort(np.asarray(out))
         if cache:
-            atomic_write_bytes(path, json.dumps({"key": list(key), "distances": values.tolist()}).encode())
+            save_values(path, key, "distances", values)
     values = np.sort(values)
     values.setflags(write=False)
     _GOF_MEMO[key] = values

@@ -200,14 +200,9 @@ def train(model: nn.Module, data: Dataset, *, schedule="regular", epochs: int | 
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be an rmtlib.data.Dataset (from rmtlib.data.load); got {type(data).__name__}")
-    if track_train is True:
-        track_train = "full"
-    if track_train not in ("full", "epoch", False):
-        raise ValueError(f"track_train must be 'full' (True), 'epoch' or False; got {track_train!r}")
-    from .ensemble import PRECISIONS, autocast, precision_context
+    from .ensemble import autocast, check_training_options, precision_context
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    track_train = check_training_options(track_train, precision)
     dev = resolve_device(device)
     callbacks = list(callbacks) if callbacks else []
     for cb in callbacks:

@@ -609,3 +609,19 @@ def test_a_hand_placed_cifar_archive_is_checked_and_unpacked_offline(tmp_path, m
     archive.write_bytes(good)
     assert data.fetch("cifar10", root=archive.parent) == archive.parent
     assert len(data.load("cifar10", root=archive.parent, n_val=10).train) == 40
+
+
+def test_json_value_tables_refuse_damage_and_foreign_keys(tmp_path):
+    from rmtlib._io import load_values, save_values
+
+    path = tmp_path / "null.json"
+    save_values(path, (64, 128, 3, 0), "s_n", [0.1, 0.2, 0.3])
+    assert load_values(path, (64, 128, 3, 0), "s_n", 3).tolist() == [0.1, 0.2, 0.3]
+    assert load_values(path, (64, 128, 3, 1), "s_n", 3) is None  # another seed's table
+    assert load_values(path, (64, 128, 3, 0), "s_n", 4) is None  # wrong length
+    assert load_values(path, (64, 128, 3, 0), "distances", 3) is None  # other field
+    path.write_text(path.read_text()[:-5])  # truncated
+    assert load_values(path, (64, 128, 3, 0), "s_n", 3) is None
+    path.write_text('{"key": [64, 128, 3, 0], "s_n": [0.1, NaN, 0.3]}')
+    assert load_values(path, (64, 128, 3, 0), "s_n", 3) is None
+    assert load_values(tmp_path / "missing.json", (1,), "s_n", 1) is None
