@@ -25,7 +25,9 @@ def claim(key: str, *, paper: str, value: str, verdict: str, why: str = "") -> d
     ``f"{acc:.1%}"``); `verdict` is one of `VERDICTS`; `why` is required for every verdict
     but "reproduced" and is appended to the glued verdict after a colon.
     """
-    if not isinstance(key, str) or not _KEY.match(key):
+    if not isinstance(key, str):
+        raise TypeError(f"claim key must be a string such as 'ls_universal'; got {type(key).__name__}")
+    if not _KEY.match(key):
         raise ValueError(f"claim key must be lower-case letters, digits and '_' starting with a "
                          f"letter (it becomes the glue name sc_<key>_*); got {key!r}")
     for name, text in (("paper", paper), ("value", value), ("why", why)):
