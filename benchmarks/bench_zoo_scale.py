@@ -12,7 +12,7 @@ best of the measured epochs. Two clocks: wall time, and the process's CPU time
 (`time.process_time`), which with one torch thread is what the epoch costs on an idle
 core however loaded the machine is (the default here: --threads=1).
 
-`python benchmarks/bench_zoo_scale.py [--quick] [--epochs=N] [--threads=N]`; on a shared machine only the
+`python benchmarks/bench_zoo_scale.py [--quick] [--epochs=N] [--threads=N] [--n=2000,5000] [--K=4,12]`; on a shared machine only the
 ratios measured in one run mean something.
 """
 import sys
@@ -64,6 +64,10 @@ def main():
     quick = "--quick" in sys.argv
     epochs = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("--epochs=")), 3)
     ns = [1000] if quick else N_TRAIN
+    only = next((a.split("=")[1] for a in sys.argv if a.startswith("--n=")), None)
+    ns = [int(n) for n in only.split(",")] if only else ns
+    ks = next((a.split("=")[1] for a in sys.argv if a.startswith("--K=")), None)
+    ks = tuple(int(k) for k in ks.split(",")) if ks is not None and ks else ((4,) if quick else (4, 12))
     threads = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("--threads=")), 1)
     torch.set_num_threads(threads)
     print("machine:", machine())
@@ -75,7 +79,7 @@ def main():
     for n in ns:
         for track in ("full", "epoch"):
             row(n, "alone", 1, track, alone(n, track, epochs))
-        for K in ((4,) if quick else (4, 12)):
+        for K in ks:
             if K == 12 and n != 5000:
                 continue
             for track in ("full", "epoch"):

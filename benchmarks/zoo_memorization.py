@@ -27,7 +27,15 @@ def main():
     torch.set_num_threads(int(opt.get("threads", 1)))
     cfgs = [Config(noise=p, seed=s, n_train=n, schedule=schedule, epochs=epochs) for s in seeds for p in noises]
     t0, c0 = time.perf_counter(), time.process_time()
-    out, _ = ensemble.train_configs(cfgs, device="cpu", progress=False, track_train="full")
+
+    def report(k):
+        def cb(epoch, model, history):
+            print(f"member {k} epoch {epoch}: train {history.train_acc[-1]:.4f} test {history.test_acc[-1]:.4f} "
+                  f"(CPU {time.process_time() - c0:.0f} s)", flush=True)
+        return cb
+
+    out, _ = ensemble.train_configs(cfgs, device="cpu", progress=False, track_train="full",
+                                    callbacks=[[report(k)] for k in range(len(cfgs))])
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print("machine:", machine())
     print(f"{len(cfgs)} members x {epochs} epochs, n_train {n}: wall {wall:.0f} s, CPU {cpu:.0f} s "
