@@ -5,7 +5,11 @@
   batched) against the naive route (SVD, rebuild W_k, full forward pass per fraction).
 - `denoise` on MLP1024 with a 2,000-image validation split against a naive implementation
   (full SVD and full forward pass per candidate), with the same choices.
+- Ensembles (issue 11, Deliver 4): `denoise` and `removal_sweep` given K = 1, 4, 10 MLP1024
+  members in one call (one batched forward per candidate) against the K members one at a
+  time, same process; `python bench_filtering.py --ensemble` runs only this part.
 """
+import sys
 import time
 
 import numpy as np
@@ -15,7 +19,44 @@ from _common import machine
 from rmtlib import data, filtering, models
 
 
+def ensembles(Ks=(1, 4, 10), n_fractions=11):
+    """Seconds per member: K members in one call (batched) against K single-model calls."""
+    ds = data.load("fashion-mnist", n_train=1000, noise=0.4)
+    nets = []
+    for s in range(max(Ks)):
+        torch.manual_seed(s)  # members at their Glorot initialisation: the cost does not depend on training
+        nets.append(models.mlp1024().eval())
+    fr = np.linspace(0, 1, n_fractions)
+    print(f"## Ensembles in one batch (MLP1024, {ds.val.x.shape[0]:,} validation images, {n_fractions} fractions)"
+          f"\n\nmachine: {machine()}\n")
+    print("| task | K | one at a time (s per member) | batched (s per member) | speed-up | max accuracy difference |")
+    print("|---|---|---|---|---|---|")
+    for task in ("denoise", "sweep"):
+        for K in Ks:
+            members = nets[:K]
+            if task == "denoise":
+                run_one = lambda m: filtering.denoise(m, ds.val, shift=True, fractions=fr, progress_bar=False)
+                acc = lambda out: [rep.attrs["val_after"] for _, rep in out]
+            else:
+                run_one = lambda m: filtering.removal_sweep(m, ["fc1", "fc2", "fc3"], fr, ds, splits=("val",))
+                acc = lambda out: [v for df in out for v in df.val_acc.values]
+            t = time.perf_counter()
+            alone = [run_one(m) for m in members]
+            t_seq = time.perf_counter() - t
+            t = time.perf_counter()
+            together = run_one(members)
+            t_bat = time.perf_counter() - t
+            diff = max(abs(a - b) for a, b in zip(acc(alone), acc(together)))
+            label = "`denoise` (shift + remove)" if task == "denoise" else "`removal_sweep`, 3 layers"
+            print(f"| {label} | {K} | {t_seq / K:.2f} | {t_bat / K:.2f} | **{t_seq / t_bat:.2f}x** | {diff:.1e} |",
+                  flush=True)
+    print()
+
+
 def main():
+    if "--ensemble" in sys.argv:
+        ensembles()
+        return
     torch.manual_seed(0)
     net = models.mlp1024()
     ds = data.load("fashion-mnist", n_train=10_000, noise=0.4)
@@ -49,6 +90,7 @@ def main():
         print(f"## denoise (MLP1024, 2,000 validation images)\n\n| route | seconds |\n|---|---|\n"
               f"| rmtlib | {t_ours:.1f} |\n| naive (full SVD + full forward per candidate) | {t_naive:.1f} |")
         print(f"\nratio: **{t_naive / t_ours:.1f}x**; same choices: {same}\n")
+    ensembles()
 
 
 if __name__ == "__main__":

@@ -306,7 +306,7 @@ def _accuracy(model, split: Split, batch: int, device) -> float:
 
 
 def removal_sweep(model: nn.Module, layer_names, fractions, data, *, splits=("train", "test"),
-                  shift: bool = False, fits: dict | None = None, method: str = "fast",
+                  shift: bool = False, fits: dict | None = None, shift_layers=None, method: str = "fast",
                   batch_size: int = 1000, device=None, progress_bar: bool = True) -> pd.DataFrame:
     """Accuracy after removing the same fraction of smallest singular values from layers.
 
@@ -318,17 +318,40 @@ def removal_sweep(model: nn.Module, layer_names, fractions, data, *, splits=("tr
     all fractions go through the rest of the network as one batch. method="naive" rebuilds
     W_k and runs the full forward pass for every fraction (the reference).
     Returns a DataFrame: fraction, k_<layer> per layer, <split>_acc per split.
+    With shift=True the outliers of every listed layer are shifted, or only those of
+    `shift_layers` (a sublist of `layer_names`; Staats et al. Fig. 3 remove from all hidden
+    layers and shift in the first two).
+
+    An ensemble (a list of K models of one architecture, e.g. from `trained_many`; `data`
+    and `fits` either one for all or a list with one per member) runs in one batch when the
+    fast route applies: the K members' factored layers are stacked, W_k = U_k diag(s_kf) Vh_k,
+    and every product is one batched product over members (and fractions). Each member's
+    DataFrame equals what the model alone gives, to float rounding. Returns a list of
+    DataFrames in the members' order.
     """
-    if isinstance(model, (list, tuple)):  # an ensemble: one DataFrame per member
-        return _for_each_member(removal_sweep, model, dict(data=data, fits=fits),
-                                dict(layer_names=layer_names, fractions=fractions, splits=splits, shift=shift,
-                                     method=method, batch_size=batch_size, device=device,
-                                     progress_bar=progress_bar))
     check_choice(method, "method", ("fast", "naive"))
     batch_size = check_int(batch_size, "batch_size", min=1)
     shift = _check_bool(shift, "shift")
     fr = _check_fractions(fractions)
+    if isinstance(model, (list, tuple)):  # an ensemble: one DataFrame per member
+        models = _check_members(model)
+        layer_names = _check_layers(models[0], layer_names)
+        shifted = _shifted_layers(shift, shift_layers, layer_names)
+        datas = _member_list(data, len(models), "data")
+        fits_l = _member_list(fits, len(models), "fits")
+        members = {s: [_resolve_split(d, s) for d in datas] for s in splits}
+        names = _ensemble_plan(models, layer_names) if method == "fast" else None
+        if names is not None and all(len({len(x) for x in m}) == 1 for m in members.values()):
+            dev = resolve_device(device) if device is not None else next(models[0].parameters()).device
+            models = [m.to(dev).eval() for m in models]
+            return _removal_sweep_ensemble(models, names, layer_names, fr, datas, splits, shifted, fits_l,
+                                           batch_size, dev)
+        return _for_each_member(removal_sweep, models, dict(data=datas, fits=fits_l),
+                                dict(layer_names=layer_names, fractions=fr, splits=splits, shift=shift,
+                                     shift_layers=shift_layers, method=method, batch_size=batch_size, device=device,
+                                     progress_bar=progress_bar))
     layer_names = _check_layers(model, layer_names)
+    shifted = _shifted_layers(shift, shift_layers, layer_names)
     split_data = {s: _resolve_split(data, s) for s in splits}
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
     model = model.to(dev).eval()
@@ -340,10 +363,10 @@ def removal_sweep(model: nn.Module, layer_names, fractions, data, *, splits=("tr
         S = decs[name].S.cpu().numpy()
         M = len(S)
         ks[name] = [int(round(f * M)) for f in fr]
-        fit = (fits or {}).get(name) if shift else None
-        if shift and fit is None:
+        fit = (fits or {}).get(name) if name in shifted else None
+        if name in shifted and fit is None:
             fit = mp.fit(S, tuple(W.shape))
-        vals[name] = np.stack([filtered_values(S, k, shift_values=shift, fit=fit) for k in ks[name]])
+        vals[name] = np.stack([filtered_values(S, k, shift_values=name in shifted, fit=fit) for k in ks[name]])
 
     rows = pd.DataFrame({"fraction": fr, **{f"k_{n}": ks[n] for n in layer_names}})
     plan = _sequential_plan(model, layer_names) if method == "fast" else None
@@ -368,6 +391,31 @@ def removal_sweep(model: nn.Module, layer_names, fractions, data, *, splits=("tr
                 accs.append(_accuracy(_filtered_copy(model, mats), split, batch_size, dev))
             rows[f"{split_name}_acc"] = accs
     return rows
+
+
+def _shifted_layers(shift: bool, shift_layers, layer_names) -> set:
+    """The listed layers whose outliers a sweep shifts."""
+    if not shift:
+        return set()
+    if shift_layers is None:
+        return set(layer_names)
+    if isinstance(shift_layers, str):
+        shift_layers = [shift_layers]
+    bad = [n for n in shift_layers if n not in layer_names]
+    if bad:
+        raise ValueError(f"shift_layers {bad} are not among the swept layers {list(layer_names)}; "
+                         "shift_layers must be a sublist of layer_names")
+    return set(shift_layers)
+
+
+def _check_members(models) -> list:
+    models = list(models)
+    if not models:
+        raise ValueError("the ensemble is empty; give at least one model")
+    for i, m in enumerate(models):
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"ensemble member {i} is a {type(m).__name__}, not a torch.nn.Module")
+    return models
 
 
 def _for_each_member(fn, models, per_member: dict, shared: dict) -> list:
@@ -398,7 +446,7 @@ def _for_each_member(fn, models, per_member: dict, shared: dict) -> list:
 
 # --------------------------------------------------------------------------- the noise filter
 def denoise(model: nn.Module, val: Split, *, shift: bool = True, test: Split | None = None,
-            layers=None, fractions=None, method: str = "fast", batch_size: int = 1000,
+            layers=None, shift_layers=None, fractions=None, method: str = "fast", batch_size: int = 1000,
             device=None, progress_bar: bool = True):
     """Layer-wise noise filter of Staats et al. (METHODS §5, Fig. 5 protocol).
 
@@ -409,34 +457,59 @@ def denoise(model: nn.Module, val: Split, *, shift: bool = True, test: Split | N
     fitted MP edge shifted back, METHODS §5) and keeps that variant only if its best
     validation accuracy is strictly higher. The layer is then fixed and the next one down
     is optimised. Ties go to fewer removed values. The input model is never modified.
+    Shifting is tried only in `shift_layers`: by default the first two layers of the model,
+    as Staats et al. do ("additionally shifting singular values of the first two layers",
+    Fig. 5); pass a list of layer names to choose others. `shifted` in the report counts
+    the values the shift moved (those above the noise edge sigma (1 + sqrt q) of the fit).
 
     Works for any model made of Linear and Conv layers (the fast sweep applies to
     nn.Sequential models; others use the plain route). Returns (filtered copy, report): one
     row per layer with M, removed, shifted, variant, val_acc_before, val_acc; with `test`,
     test_acc after each step. `report.attrs` holds val/test accuracy before and after.
+
+    An ensemble (a list of K models of one architecture; `val` and `test` one for all or a
+    list with one per member) is filtered in one batch: at each layer the K members' sweeps
+    run as batched products (see `removal_sweep`), each member choosing its own count and
+    variant. Returns a list of (filtered copy, report), each equal (to float rounding) to
+    what the member gives alone.
     """
-    if isinstance(model, (list, tuple)):  # an ensemble: one (filtered copy, report) per member
-        return _for_each_member(denoise, model, dict(val=val, test=test),
-                                dict(shift=shift, layers=layers, fractions=fractions, method=method,
-                                     batch_size=batch_size, device=device, progress_bar=progress_bar))
-    if not isinstance(val, Split):
-        raise TypeError("val must be an rmtlib.data.Split (e.g. data.val)")
     check_choice(method, "method", ("fast", "naive"))
     batch_size = check_int(batch_size, "batch_size", min=1)
     shift = _check_bool(shift, "shift")
     fr = _check_fractions(np.linspace(0, 1, 51) if fractions is None else fractions)
     if fr[0] != 0:
         fr = np.concatenate([[0.0], fr])  # "change nothing" is always a candidate
-    names = [n for n, _ in spectra.layers(model)]
+    ensemble = isinstance(model, (list, tuple))
+    models = _check_members(model) if ensemble else [model]
+    K = len(models)
+    vals = _member_list(val, K, "val") if ensemble else [val]
+    tests = None if test is None else (_member_list(test, K, "test") if ensemble else [test])
+    for name, group in (("val", vals), ("test", tests or [])):
+        for v in group:
+            if not isinstance(v, Split):
+                raise TypeError(f"{name} must be an rmtlib.data.Split (e.g. data.{name}); got {type(v).__name__}")
+    ref = models[0]
+    names = [n for n, _ in spectra.layers(ref)]
     if len(names) < 2:
         raise ValueError("denoise needs at least one hidden layer besides the output layer")
-    hidden = _check_layers(model, layers) if layers is not None else names[:-1]
+    hidden = _check_layers(ref, layers) if layers is not None else names[:-1]
+    shift_set = set(_check_layers(ref, shift_layers) if shift_layers is not None else names[:2]) if shift else set()
+    order = [n for n in reversed(names) if n in hidden]
+    if ensemble:
+        plan = _ensemble_plan(models, order) if method == "fast" else None
+        same = len({len(v) for v in vals}) == 1 and (tests is None or len({len(t) for t in tests}) == 1)
+        if plan is None or not same:
+            return _for_each_member(denoise, models, dict(val=vals, test=tests or None),
+                                    dict(shift=shift, layers=layers, shift_layers=shift_layers, fractions=fr,
+                                         method=method, batch_size=batch_size, device=device,
+                                         progress_bar=progress_bar))
+        dev = resolve_device(device) if device is not None else next(ref.parameters()).device
+        return _denoise_ensemble(models, vals, tests, order, shift_set, fr, batch_size, dev)
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
     work = copy.deepcopy(model).to(dev).eval()
     splits = {"val": val} if test is None else {"val": val, "test": test}
     acc0 = {s: _accuracy(work, d, batch_size, dev) for s, d in splits.items()}
     rows, current = [], acc0["val"]
-    order = [n for n in reversed(names) if n in hidden]
     for name in progress(order, desc="denoise", leave=False, **({} if progress_bar else {"disable": True})):
         module = spectra.get_layer(work, name)
         W = spectra.weight_matrix(module)
@@ -447,16 +520,13 @@ def denoise(model: nn.Module, val: Split, *, shift: bool = True, test: Split | N
         plain = removal_sweep(work, [name], fr, {"val": val}, shift=False, **kw)
         best = dict(variant="remove", k=int(plain[f"k_{name}"].iloc[int(np.argmax(plain.val_acc))]),
                     acc=float(plain.val_acc.max()), shifted=0, fit=None)
-        if shift:
-            try:
-                fit = mp.fit(S, tuple(W.shape))
-            except (ValueError, RuntimeError):
-                fit = None  # too small or no bulk: nothing to shift
+        if name in shift_set:
+            fit = _safe_fit(S, tuple(W.shape))
             if fit is not None:
                 sh = removal_sweep(work, [name], fr, {"val": val}, shift=True, fits={name: fit}, **kw)
                 if sh.val_acc.max() > best["acc"]:
                     best = dict(variant="shift+remove", k=int(sh[f"k_{name}"].iloc[int(np.argmax(sh.val_acc))]),
-                                acc=float(sh.val_acc.max()), shifted=int(np.sum(S > fit.nu_max)), fit=fit)
+                                acc=float(sh.val_acc.max()), shifted=_n_shifted(S, fit), fit=fit)
         new_S = filtered_values(S, best["k"], shift_values=best["variant"] != "remove", fit=best["fit"])
         spectra.set_weight_matrix(module, (dec.U * torch.as_tensor(new_S, dtype=dec.U.dtype, device=dec.U.device)) @ dec.Vh)
         row = dict(layer=name, M=M, removed=best["k"], shifted=best["shifted"], variant=best["variant"],
@@ -470,3 +540,287 @@ def denoise(model: nn.Module, val: Split, *, shift: bool = True, test: Split | N
     if test is not None:
         report.attrs.update(test_before=acc0["test"], test_after=rows[-1]["test_acc"] if rows else acc0["test"])
     return work.cpu() if dev.type != "cpu" else work, report
+
+
+# --------------------------------------------------------------------------- ensembles in one batch
+def _ensemble_plan(models, layer_names):
+    """Children of the members when the batched route applies (one nn.Sequential
+    architecture of Linear, Conv2d with groups=1 and parameter-free layers), else None."""
+    from .ensemble import _check_same_architecture, _supports_bmm
+
+    if not all(isinstance(m, nn.Sequential) for m in models):
+        return None
+    try:
+        _check_same_architecture(models)
+    except ValueError:
+        return None
+    if not _supports_bmm(models[0]) or _sequential_plan(models[0], layer_names) is None:
+        return None
+    if any(isinstance(m, nn.Conv2d) and m.groups != 1 for m in models[0].children()):
+        return None
+    return [n for n, _ in models[0].named_children()]
+
+
+class _Stack:
+    """K members of one nn.Sequential architecture with a leading member axis.
+
+    Activations have shape (K, R, ...): R rows per member. Unfiltered layers run as one
+    batched product per layer (Linear: h_k W_k^T + b_k by `baddbmm`; Conv2d: one grouped
+    convolution with K groups; parameter-free layers on K*R samples). A filtered layer is
+    kept factored, W_k = U_k diag(s_k) Vh_k, so that G sets of singular values s_{k,g}
+    (G fractions) cost one projection h Vh_k^T and one product with U_k per group:
+        out_{k,g} = ((h_k Vh_k^T) * s_{k,g}) U_k^T + b_k.
+    """
+
+    def __init__(self, models, names, factored: dict, dtype, dev):
+        self.names = names
+        self.modules = dict(models[0].named_children())
+        self.K = len(models)
+        self.factored = set(factored)
+        self.w, self.b, self.U, self.Vh = {}, {}, {}, {}
+        for name in names:
+            m = self.modules[name]
+            if not isinstance(m, (nn.Linear, nn.Conv2d)):
+                continue
+            mods = [dict(net.named_children())[name] for net in models]
+            if m.bias is not None:
+                self.b[name] = torch.stack([x.bias.detach() for x in mods]).to(dev, dtype)
+            if name in factored:
+                decs = factored[name]
+                self.U[name] = torch.stack([d.U for d in decs]).to(dev, dtype)      # (K, out, M)
+                Vh = torch.stack([d.Vh for d in decs]).to(dev, dtype)              # (K, M, in...)
+                self.Vh[name] = Vh if isinstance(m, nn.Linear) else Vh.reshape(self.K, Vh.shape[1], *m.weight.shape[1:])
+            else:
+                W = torch.stack([x.weight.detach() for x in mods]).to(dev, dtype)
+                self.w[name] = W.transpose(1, 2).contiguous() if isinstance(m, nn.Linear) else W
+
+    def _conv(self, h, W, m):
+        """h (K, R, C, H, W), W (K, O, C, kh, kw): member k's input through member k's kernels."""
+        K, R = h.shape[:2]
+        hh = h.transpose(0, 1).reshape(R, K * h.shape[2], *h.shape[3:])
+        out = F.conv2d(hh, W.reshape(-1, *W.shape[2:]), None, m.stride, m.padding, m.dilation, K)
+        return out.reshape(R, K, W.shape[1], *out.shape[2:]).transpose(0, 1)
+
+    def _bias(self, out, name, conv):
+        if name not in self.b:
+            return out
+        b = self.b[name]
+        if conv:  # out (K, R, O, H, W) or (K, G, B, O, H, W)
+            return out + b.reshape(self.K, *([1] * (out.dim() - 4)), -1, 1, 1)
+        return out + b.reshape(self.K, *([1] * (out.dim() - 2)), -1)
+
+    def layer(self, name, h):
+        """An unfiltered layer on h (K, R, ...)."""
+        m = self.modules[name]
+        if isinstance(m, nn.Linear):
+            K, shape = self.K, h.shape
+            out = torch.bmm(h.reshape(K, -1, shape[-1]), self.w[name])
+            return self._bias(out, name, False).reshape(*shape[:-1], out.shape[-1])
+        if isinstance(m, nn.Conv2d):
+            return self._bias(self._conv(h, self.w[name], m), name, True)
+        y = m(h.reshape(-1, *h.shape[2:]))
+        return y.reshape(*h.shape[:2], *y.shape[1:])
+
+    def project(self, name, h):
+        """h (K, R, ...) onto member k's right singular vectors: (K, R, M) or (K, R, M, H', W')."""
+        m = self.modules[name]
+        if isinstance(m, nn.Linear):
+            return torch.bmm(h, self.Vh[name].transpose(1, 2))
+        return self._conv(h, self.Vh[name], m)
+
+    def expand(self, name, p, values):
+        """p (K, G, B, M, ...) projections, values (K, G, M) -> outputs (K, G * B, ...)."""
+        conv = isinstance(self.modules[name], nn.Conv2d)
+        K, G, B = p.shape[:3]
+        if conv:
+            out = torch.einsum("kgbmhw,kom->kgbohw", p * values[:, :, None, :, None, None], self.U[name])
+        else:
+            out = torch.bmm((p * values[:, :, None, :]).reshape(K, G * B, -1), self.U[name].transpose(1, 2))
+            out = out.reshape(K, G, B, -1)
+        out = self._bias(out, name, conv)
+        return out.reshape(K, G * B, *out.shape[3:])
+
+
+@torch.no_grad()
+def _ensemble_correct(stack: _Stack, values: dict, data: tuple, batch: int, group: int, dev):
+    """Correct counts (K, F) of K members under F sets of singular values per filtered layer.
+
+    values: name -> (K, F, M); data = (x, y, shared): x (N, ...) and y (N,) shared by all
+    members, or x (K, N, ...) and y (K, N) one per member. With no filtered layer, F = 1
+    (the plain forward).
+    """
+    x, y, shared = data
+    K = stack.K
+    F_ = next(iter(values.values())).shape[1] if values else 1
+    correct = torch.zeros(K, F_, dtype=torch.long)
+    first = min((stack.names.index(n) for n in values), default=len(stack.names))
+    N = x.shape[0] if shared else x.shape[1]
+    for i in range(0, N, batch):
+        if shared:
+            xb = x[i : i + batch].to(dev); yb = y[i : i + batch].to(dev)
+            h, yb = xb.unsqueeze(0).expand(K, *xb.shape), yb.unsqueeze(0).expand(K, -1)
+        else:
+            h, yb = x[:, i : i + batch].to(dev), y[:, i : i + batch].to(dev)
+        B = h.shape[1]
+        for name in stack.names[:first]:
+            h = stack.layer(name, h)
+        if not values:
+            correct[:, 0] += (h.argmax(-1) == yb).sum(1).cpu()
+            continue
+        name0 = stack.names[first]
+        p0 = stack.project(name0, h)
+        for g0 in range(0, F_, group):
+            g1 = min(F_, g0 + group)
+            G = g1 - g0
+            out = stack.expand(name0, p0.unsqueeze(1).expand(K, G, *p0.shape[1:]), values[name0][:, g0:g1])
+            for name in stack.names[first + 1 :]:
+                if name in values:
+                    pp = stack.project(name, out)
+                    out = stack.expand(name, pp.reshape(K, G, B, *pp.shape[2:]), values[name][:, g0:g1])
+                else:
+                    out = stack.layer(name, out)
+            pred = out.reshape(K, G, B, -1).argmax(-1)
+            correct[:, g0:g1] += (pred == yb[:, None, :]).sum(2).cpu()
+    return correct
+
+
+def _member_list(value, K: int, name: str) -> list:
+    """One entry per member: a list/tuple of K entries, or one value for all."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != K:
+            raise ValueError(f"{name} has {len(value)} entries for {K} models; give one per model or one for all")
+        return list(value)
+    return [value] * K
+
+
+def _stacked_split(splits: list):
+    """(x, y, shared) for `_ensemble_correct`: one copy when all members use the same images."""
+    first = splits[0]
+    if all(s is first or (s.x.shape == first.x.shape and torch.equal(s.x, first.x) and torch.equal(s.y, first.y))
+           for s in splits[1:]):
+        return first.x, first.y, True
+    if any(len(s) != len(first) for s in splits):
+        raise ValueError(f"the members' splits differ in size ({sorted({len(s) for s in splits})}); an ensemble "
+                         "is evaluated in one batch only on splits of one size")
+    return torch.stack([s.x for s in splits]), torch.stack([s.y for s in splits]), False
+
+
+def _group_size(stack, models, data, batch, F_, dev) -> int:
+    """Fraction groups per pass, bounding the batched activations to about 2e7 numbers."""
+    x = data[0] if data[2] else data[0][0]
+    widest = _widest_activation(models[0], x[:1], dev)
+    return max(1, min(F_, int(2e7 // (stack.K * batch * widest))))
+
+
+def _ensemble_accuracy(models, names, splits: list, batch, dtype, dev) -> np.ndarray:
+    """Accuracy (K,) of each member on its split, all members in one batched forward pass."""
+    stack = _Stack(models, names, {}, dtype, dev)
+    data = _stacked_split(splits)
+    return (_ensemble_correct(stack, {}, data, batch, 1, dev)[:, 0].double() / len(splits[0])).numpy()
+
+
+def _ensemble_sweep(models, names, layer, decs, values: np.ndarray, splits, batch, dtype, dev) -> np.ndarray:
+    """Accuracy (K, F) of every member with `layer`'s singular values replaced by values[k, f]."""
+    stack = _Stack(models, names, {layer: decs}, dtype, dev)
+    data = _stacked_split(splits)
+    vals = {layer: torch.as_tensor(values, dtype=dtype, device=dev)}
+    group = _group_size(stack, models, data, batch, values.shape[1], dev)
+    return (_ensemble_correct(stack, vals, data, batch, group, dev).double() / len(splits[0])).numpy()
+
+
+def _removal_sweep_ensemble(models, names, layer_names, fr, datas, splits, shifted, fits, batch_size, dev):
+    """removal_sweep for K members in one batch (see `removal_sweep`): a list of DataFrames."""
+    K = len(models)
+    dtype = next(models[0].parameters()).dtype
+    decs, vals, ks = {n: [] for n in layer_names}, {n: [] for n in layer_names}, {}
+    for k, net in enumerate(models):
+        for name in layer_names:
+            W = spectra.weight_matrix(spectra.get_layer(net, name))
+            dec = spectra.svd(W)
+            S = dec.S.cpu().numpy()
+            ks[name] = [int(round(f * len(S))) for f in fr]
+            fit = (fits[k] or {}).get(name) if name in shifted else None
+            if name in shifted and fit is None:
+                fit = mp.fit(S, tuple(W.shape))
+            decs[name].append(dec)
+            vals[name].append(np.stack([filtered_values(S, kk, shift_values=name in shifted, fit=fit)
+                                        for kk in ks[name]]))
+    stack = _Stack(models, names, decs, dtype, dev)
+    values = {n: torch.as_tensor(np.stack(vals[n]), dtype=dtype, device=dev) for n in layer_names}
+    out = [pd.DataFrame({"fraction": fr, **{f"k_{n}": ks[n] for n in layer_names}}) for _ in range(K)]
+    for split_name in splits:
+        members = [_resolve_split(d, split_name) for d in datas]
+        data = _stacked_split(members)
+        group = _group_size(stack, models, data, batch_size, len(fr), dev)
+        acc = (_ensemble_correct(stack, values, data, batch_size, group, dev).double() / len(members[0])).numpy()
+        for k in range(K):
+            out[k][f"{split_name}_acc"] = acc[k]
+    return out
+
+
+def _safe_fit(S, shape):
+    try:
+        return mp.fit(S, shape)
+    except (ValueError, RuntimeError):
+        return None  # too small or no bulk: nothing to shift
+
+
+def _n_shifted(S, fit) -> int:
+    """How many values the shift moves: those above the noise matrix's edge sigma (1 + sqrt q)."""
+    return int(np.sum(S > fit.sigma * (1 + math.sqrt(fit.q))))
+
+
+def _denoise_ensemble(models, vals, tests, order, shift_set, fr, batch_size, dev):
+    """denoise for K members in one batch (see `denoise`): a list of (filtered copy, report)."""
+    K = len(models)
+    works = [copy.deepcopy(m).to(dev).eval() for m in models]
+    names = [n for n, _ in works[0].named_children()]
+    dtype = next(works[0].parameters()).dtype
+    acc_val = _ensemble_accuracy(works, names, vals, batch_size, dtype, dev)
+    acc0 = {"val": acc_val}
+    if tests is not None:
+        acc0["test"] = _ensemble_accuracy(works, names, tests, batch_size, dtype, dev)
+    rows = [[] for _ in range(K)]
+    current = acc_val.copy()
+    for name in order:
+        mods = [spectra.get_layer(w, name) for w in works]
+        Ws = [spectra.weight_matrix(m) for m in mods]
+        decs = [spectra.svd(W) for W in Ws]
+        Ss = [d.S.cpu().numpy() for d in decs]
+        M = len(Ss[0])
+        ks = [int(round(f * M)) for f in fr]
+        plain = np.stack([np.stack([filtered_values(S, kk, shift_values=False) for kk in ks]) for S in Ss])
+        acc = _ensemble_sweep(works, names, name, decs, plain, vals, batch_size, dtype, dev)
+        best = [dict(variant="remove", k=ks[int(np.argmax(a))], acc=float(a.max()), shifted=0, fit=None) for a in acc]
+        if name in shift_set:
+            fits = [_safe_fit(S, tuple(W.shape)) for S, W in zip(Ss, Ws)]
+            if any(f is not None for f in fits):
+                sh = np.stack([np.stack([filtered_values(S, kk, shift_values=f is not None, fit=f) for kk in ks])
+                               for S, f in zip(Ss, fits)])
+                acc_sh = _ensemble_sweep(works, names, name, decs, sh, vals, batch_size, dtype, dev)
+                for k, (a, f) in enumerate(zip(acc_sh, fits)):
+                    if f is not None and a.max() > best[k]["acc"]:
+                        best[k] = dict(variant="shift+remove", k=ks[int(np.argmax(a))], acc=float(a.max()),
+                                       shifted=_n_shifted(Ss[k], f), fit=f)
+        for k, (mod, dec, S) in enumerate(zip(mods, decs, Ss)):
+            b = best[k]
+            new_S = filtered_values(S, b["k"], shift_values=b["variant"] != "remove", fit=b["fit"])
+            spectra.set_weight_matrix(mod, (dec.U * torch.as_tensor(new_S, dtype=dec.U.dtype, device=dec.U.device)) @ dec.Vh)
+        after_val = _ensemble_accuracy(works, names, vals, batch_size, dtype, dev)
+        after_test = None if tests is None else _ensemble_accuracy(works, names, tests, batch_size, dtype, dev)
+        for k in range(K):
+            row = dict(layer=name, M=M, removed=best[k]["k"], shifted=best[k]["shifted"], variant=best[k]["variant"],
+                       val_acc_before=float(current[k]), val_acc=float(after_val[k]))
+            if tests is not None:
+                row["test_acc"] = float(after_test[k])
+            rows[k].append(row)
+        current = after_val
+    out = []
+    for k in range(K):
+        report = pd.DataFrame(rows[k])
+        report.attrs.update(val_before=float(acc0["val"][k]), val_after=float(current[k]))
+        if tests is not None:
+            report.attrs.update(test_before=float(acc0["test"][k]),
+                                test_after=rows[k][-1]["test_acc"] if rows[k] else float(acc0["test"][k]))
+        out.append((works[k].cpu() if dev.type != "cpu" else works[k], report))
+    return out

@@ -49,7 +49,7 @@ def test_the_gpu_quick_profile_is_fig5_at_paper_scale_on_fashion_mnist():
     grid = spec["04_level_repulsion"]
     noise = [round(0.1 * i, 1) for i in range(9)]
     assert grid["denoise_noise"] == grid["denoise_overfitting_noise"] == noise
-    assert grid["denoise_seeds"] == list(range(10))
+    assert grid["seeds"] == list(range(10))
 
 
 @pytest.mark.parametrize("profile", PROFILES)
