@@ -70,6 +70,7 @@ def prepare(module: str) -> Path:
         f'only_mutate = ["rmtlib/{module}.py"]',
         f"pytest_add_cli_args_test_selection = {_toml_list(files + ['-m', MARKERS])}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
+        'process_isolation = "forkserver"',  # torch's threads deadlock workers forked from the main process
         "",
     ])
     (work / "pyproject.toml").write_text(text)
@@ -78,24 +79,55 @@ def prepare(module: str) -> Path:
 
 def mutmut(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("mutmut")
-    env = dict(os.environ, TQDM_DISABLE="1", MPLBACKEND="Agg", PYTHONHASHSEED="0")
+    # one thread per worker: two workers share two cores, and no thread pool outlives a fork
+    env = dict(os.environ, TQDM_DISABLE="1", MPLBACKEND="Agg", PYTHONHASHSEED="0", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
     env.pop("PYTHONPATH", None)  # the mutated copy must be the rmtlib that tests import
     return subprocess.run([str(exe), *args], cwd=work, env=env, text=True, capture_output=True,
                           check=check)
 
 
-def score(work: Path) -> dict:
-    mutmut(work, "export-cicd-stats")
-    stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
-    res = mutmut(work, "results", "--all", "true", check=False).stdout
-    survivors = sorted(re.findall(r"^\s*(\S+): survived$", res, flags=re.M))
-    return {**stats, "survivor_names": survivors}
+def _exit_codes(work: Path, module: str) -> dict:
+    meta = work / "mutants" / "rmtlib" / f"{module}.py.meta"
+    return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+
+
+def sample(work: Path, module: str, n: int, seed: int) -> list[str]:
+    """A seeded random sample of n of the module's mutants (generated first if need be)."""
+    import random
+
+    if not _exit_codes(work, module):
+        mutmut(work, "run", f"rmtlib.{module}.no_such_mutant*", check=False)  # generates, runs none
+    names = sorted(_exit_codes(work, module))
+    return sorted(random.Random(seed).sample(names, min(n, len(names))))
+
+
+def score(work: Path, names=()) -> dict:
+    module = next((work / "mutants" / "rmtlib").glob("*.meta")).name.split(".")[0] if not names else \
+        names[0].split(".")[1]
+    codes = _exit_codes(work, module)
+    if names:
+        codes = {k: codes[k] for k in names}
+    from mutmut.stats import status_by_exit_code  # mutmut's own reading of its exit codes
+
+    kinds = {"killed": 0, "survived": 0, "timeout": 0, "no_tests": 0, "not_run": 0, "other": 0}
+    for code in codes.values():
+        status = status_by_exit_code[code]
+        kind = {"killed": "killed", "survived": "survived", "timeout": "timeout", "no tests": "no_tests",
+                "not checked": "not_run", "check was interrupted by user": "not_run"}.get(status, "other")
+        kinds[kind] += 1
+    survivors = sorted(k for k, c in codes.items() if c == 0)
+    return {"total": len(codes), **kinds, "survivor_names": survivors, "sampled": bool(names)}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", default=list(MODULES), help="modules to test (default: all)")
     ap.add_argument("--max-children", type=int, default=2)
+    ap.add_argument("--sample", type=int, default=0,
+                    help="test only a seeded random sample of this many mutants per module (0: all); "
+                         "the score is then the sample's, reported as such")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --sample")
     args = ap.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -105,20 +137,23 @@ def main(argv=None) -> int:
     for module in args.modules:
         work = prepare(module)
         t0 = time.monotonic()
-        run = mutmut(work, "run", "--max-children", str(args.max_children), check=False)
+        names = []
+        if args.sample:
+            names = sample(work, module, args.sample, args.seed)
+        run = mutmut(work, "run", "--max-children", str(args.max_children), *names, check=False)
         wall = time.monotonic() - t0
         (work / "run.log").write_text(run.stdout + run.stderr)
         if run.returncode != 0:
             print(f"{module}: mutmut failed (exit {run.returncode}); see {work / 'run.log'}")
             print(run.stdout[-3000:], run.stderr[-3000:])
             return run.returncode
-        s = score(work)
+        s = score(work, names)
         s.update(wall_s=round(wall, 1), tests=test_files(module), date=time.strftime("%Y-%m-%d"))
         summary[module] = s
         summary_path.write_text(json.dumps(summary, indent=1))
-        print(f"{module}: killed {s['killed']}, survived {s['survived']}, total {s['total']} "
-              f"(timeout {s.get('timeout', 0)}, no tests {s.get('no_tests', 0)}, "
-              f"skipped {s.get('skipped', 0)}), wall {wall:.0f} s", flush=True)
+        print(f"{module}: {'sample of ' if names else ''}{s['total']} mutants: killed {s['killed']}, "
+              f"survived {s['survived']}, timeout {s['timeout']}, no tests {s['no_tests']}, "
+              f"not run {s['not_run']}, other {s['other']}; wall {wall:.0f} s", flush=True)
         for name in s["survivor_names"]:
             print("   survived:", name)
     return 0
