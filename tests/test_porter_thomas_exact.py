@@ -134,3 +134,48 @@ def test_analyze_counts_planted_vectors_and_reports_the_boundary_value():
     assert res.pvalues[:3].max() < res.alpha
     frame = res.to_frame()
     assert list(frame["rank"]) == list(range(M)) and frame["outside_band"].iloc[:3].all()
+
+
+def test_null_tables_that_cannot_be_nulls_are_refused():
+    good = np.array([0.1, 0.2, 0.3])
+    assert pt._check_null(good, 3) is good
+    for bad, why in ((np.array([0.1, 0.2, 1.5]), "outside"), (np.array([-0.1, 0.2, 0.3]), "outside"),
+                     (np.array([0.3, 0.2, 0.1]), "sorted"), (np.array([0.1, np.nan, 0.3]), "NaN"),
+                     (good.astype(np.float32), "float64"), (good[:2], "float64")):
+        with pytest.raises(ValueError, match=why):
+            pt._check_null(bad, 3)
+
+
+def test_a_null_read_from_disk_stays_in_memory():
+    pt._NULLS.clear()
+    first = pt.ks_null(24, samples=500, seed=6)
+    pt._NULLS.clear()
+    from_disk = pt.ks_null(24, samples=500, seed=6)
+    assert np.array_equal(from_disk, first) and not from_disk.flags.writeable
+    assert pt.ks_null(24, samples=500, seed=6) is from_disk  # kept in memory, read-only
+    pt._NULLS.clear()
+
+
+def test_analyze_uses_the_null_of_its_seed_and_names_what_is_wrong():
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(60, 40, generator=g, dtype=torch.float64)
+    res = pt.analyze(W, seed=5, samples=300, control=False)
+    U = np.linalg.svd(W.numpy(), full_matrices=False)[0].T  # left vectors (length 60) as rows
+    d = [stats.kstest(u, stats.norm(scale=1 / math.sqrt(60)).cdf).statistic for u in U]
+    want = pt.pvalues_from_null(d, pt.ks_null(60, samples=300, seed=5))
+    assert np.allclose(res.pvalues, want, atol=1e-12)
+    assert not np.allclose(res.pvalues, pt.pvalues_from_null(d, pt.ks_null(60, samples=300, seed=0)))
+    with pytest.raises(ValueError, match="constant"):
+        pt.analyze(torch.full((40, 30), 0.3), samples=300)
+    with pytest.raises(ValueError, match="all zero"):
+        pt.analyze(torch.zeros(40, 30), samples=300)
+    with pytest.raises(ValueError, match="fpr"):
+        pt.information_boundary([0.5] * 20, fpr=1.5)
+    with pytest.raises(ValueError, match="window"):
+        pt.information_boundary([0.5] * 20, window=0)
+    with pytest.raises(ValueError, match="pvalues"):
+        pt.information_boundary([[0.5, 0.5]])
+    with pytest.raises(ValueError, match="sizes"):
+        pt.window_band([np.nan], 0.1)
+    with pytest.raises(ValueError, match="seed"):
+        pt.ks_null(20, samples=200, seed=-1)
