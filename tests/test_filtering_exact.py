@@ -77,8 +77,7 @@ def _reference_denoise(net, val, shift):
 
 
 # seed 3: the best count of fc2 is tied (the tie rule decides); seed 4: fc1 takes shift+remove
-@pytest.mark.parametrize("method", ["fast", "naive"])
-@pytest.mark.parametrize("shift, seed", [(False, 3), (True, 4)])
+@pytest.mark.parametrize("method, shift, seed", [("fast", False, 3), ("naive", False, 3), ("fast", True, 4)])
 def test_denoise_makes_the_choices_of_its_specification(method, shift, seed):
     net, val, test = _toy(seed)
     before = accuracy(filtered_net(net, {}), val)[0]

@@ -171,8 +171,11 @@ def test_analyze_uses_the_null_of_its_seed_and_names_what_is_wrong():
         pt.analyze(torch.zeros(40, 30), samples=300)
     with pytest.raises(ValueError, match="fpr"):
         pt.information_boundary([0.5] * 20, fpr=1.5)
-    with pytest.raises(ValueError, match="window"):
-        pt.information_boundary([0.5] * 20, window=0)
+    for w in (0, -1):  # -1 is odd: refused for being below 1
+        with pytest.raises(ValueError, match="window"):
+            pt.information_boundary([0.5] * 20, window=w)
+    # window 1 is allowed: each p-value is its own window
+    assert pt.analyze(W, window=1, samples=300, control=False).window == 1
     with pytest.raises(ValueError, match="pvalues"):
         pt.information_boundary([[0.5, 0.5]])
     with pytest.raises(ValueError, match="sizes"):

@@ -161,7 +161,7 @@ def test_track_train_epoch_is_the_running_mean_over_the_minibatches():
         out = torch.tanh(data.train.x[idx] @ ps[0].T + ps[1]) @ ps[2].T + ps[3]
         loss = F.cross_entropy(out, data.train.y[idx])
         correct += int((out.argmax(1) == data.train.y[idx]).sum())
-        total += float(loss) * len(idx)
+        total += float(loss.detach()) * len(idx)
         grads = torch.autograd.grad(loss, ps)
         params = [p - 0.2 * g for p, g in zip(params, grads)]
     hist = train.train(net, data, schedule=sched, seed=2, track_train="epoch", progress=False, device="cpu")
