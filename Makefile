@@ -8,7 +8,7 @@ MATHJAX_VERSION ?= 3.2.2
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv data mathjax browser book smoke-book lab test test-fast rerun bench clean clean-cache help
+.PHONY: all venv data mathjax browser book smoke-book lab test test-fast mutation rerun bench clean clean-cache help
 
 help:
 	@echo "make book       - install, get the data, execute every chapter (CPU profile), build _build/html (strict)"
@@ -18,6 +18,8 @@ help:
 	@echo "make lab        - open the notebooks in JupyterLab"
 	@echo "make rerun PROFILE=paper|gpu-quick|cpu|smoke [NOTEBOOKS='00 01'] - papermill runs into runs/PROFILE/"
 	@echo "make bench      - speed benchmarks (ratios against naive baselines)"
+	@echo "make mutation [MODULES='porter_thomas spectra'] [SAMPLE=40] - mutation testing of the core"
+	@echo "                  modules against their fast tests (mutmut; hours on 2 cores; TESTING.md)"
 
 venv: $(VENV)/.installed
 
@@ -80,6 +82,14 @@ test: data mathjax browser
 
 test-fast: data
 	TQDM_DISABLE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q -m "not notebooks and not slow" tests
+
+# Mutation testing (issue 17, TESTING.md): mutmut mutates one core module at a time and runs
+# its fast tests (never part of `make test`); niced, two workers. SAMPLE=n tests a seeded sample.
+MODULES ?=
+SAMPLE  ?= 0
+mutation: data
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[mutation]'
+	TQDM_DISABLE=1 MPLBACKEND=Agg nice -n 15 $(BIN)/python tools/mutation.py $(MODULES) --max-children 2 --sample $(SAMPLE)
 
 rerun: data
 	$(BIN)/python -m rmtlib.rerun --profile $(PROFILE) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS))

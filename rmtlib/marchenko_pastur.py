@@ -118,10 +118,13 @@ def _eigen_cdf_unit(y, c):
 
 
 def cdf(nu, sigma: float, q: float) -> np.ndarray:
-    """Distribution function of the singular-value MP law: P(nu' <= nu) = eigen_cdf(nu^2, sigma^2, q)."""
+    """Distribution function of the singular-value MP law: P(nu' <= nu) = eigen_cdf(nu^2, sigma^2, q).
+
+    Singular values are non-negative: the distribution function is 0 for nu < 0.
+    """
     sigma, q = _check_sigma_q(sigma, q)
     nu = _points(nu, "nu")
-    return eigen_cdf(np.abs(nu / sigma) ** 2, 1.0, q)
+    return np.where(nu < 0, 0.0, eigen_cdf(np.abs(nu / sigma) ** 2, 1.0, q))
 
 
 def sigma_from_entry_std(std: float, shape) -> float:

@@ -51,11 +51,15 @@ def test_broadening_is_a_normalized_density_with_replicated_edges():
     sv = spectra.singular_values(_gauss((800, 400), 1.0, 1))
     grid, y = mp.broaden(sv, window=15)
     assert integrate.trapezoid(y, grid) == pytest.approx(1.0, abs=2e-3)
-    # a single broadened value: N(nu_k, sigma_k^2) with sigma_k from clamped indices
+    # at a grid point: (1/M) sum_k N(nu; nu_k, sigma_k^2) with sigma_k = (s[k+15] - s[k-15]) / 2,
+    # indices clamped at the ends (s[0]'s width is (s[15] - s[0]) / 2), summed here by hand
     s = np.sort(sv)
-    w0 = (s[15] - s[0]) / 2
-    g, y1 = mp.broaden(s, window=15, grid=np.array([s[0]]))
-    assert y1[0] > 0 and w0 > 0
+    M = len(s)
+    widths = np.array([(s[min(k + 15, M - 1)] - s[max(k - 15, 0)]) / 2 for k in range(M)])
+    assert widths[0] == (s[15] - s[0]) / 2 and widths[-1] == (s[-1] - s[-16]) / 2
+    g, y1 = mp.broaden(s, window=15, grid=np.array([s[0], s[M // 2]]))
+    want = [np.mean(stats.norm.pdf(x, loc=s, scale=widths)) for x in g]
+    assert y1 == pytest.approx(want, rel=1e-10)
 
 
 SHAPES = [(2500, 250), (2000, 500), (1200, 600), (1024, 1024), (500, 1000), (3072, 1024)]

@@ -1,0 +1,163 @@
+"""Mutation testing of rmtlib, module by module (issue 17; `make mutation`, TESTING.md).
+
+mutmut 3 reads one configuration (pyproject.toml [tool.mutmut]) for the whole tree. To run
+each core module against ITS fast tests only (the whole fast suite per mutant would take
+hours on a 2-core machine), every module gets its own scratch copy of the tree under
+.cache/mutation/<module>/ with a [tool.mutmut] section narrowed to that module and its test
+files; mutmut's results there are kept, so a second run only re-tests what changed.
+
+    python tools/mutation.py [MODULE ...] [--max-children 2]
+
+Prints, per module, killed / survived / other mutants and the wall time, and writes them to
+.cache/mutation/summary.json. `mutmut results` / `mutmut show NAME` inside a module's scratch
+folder list and show the survivors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".cache" / "mutation"
+MARKERS = "not notebooks and not slow and not browser"
+
+# The core modules of issue 17, in order of priority, and the test files that exercise
+# each one (its own test_<module>*.py files are always included).
+MODULES = {
+    "porter_thomas": ["test_properties_pt.py"],
+    "marchenko_pastur": ["test_properties_mp.py", "test_usvt.py"],
+    "filtering": ["test_filtering_removal.py", "test_filtering_shift.py"],
+    "early_stopping": [],
+    "spectra": [],
+    "data": [],
+    "train": [],
+    "ensemble": [],
+    "level_statistics": [],
+    "redundancy": [],
+    "validation": ["test_input_door_pt.py"],
+}
+
+
+def test_files(module: str) -> list[str]:
+    own = sorted(p.name for p in (ROOT / "tests").glob(f"test_{module}*.py"))
+    return sorted(set(own) | set(MODULES[module]))
+
+
+def _toml_list(items) -> str:
+    return "[" + ", ".join(json.dumps(str(i)) for i in items) + "]"
+
+
+def prepare(module: str) -> Path:
+    """Scratch tree for one module: rmtlib/, tests/ and a pyproject.toml narrowed to it."""
+    work = WORK / module
+    work.mkdir(parents=True, exist_ok=True)
+    for sub in ("rmtlib", "tests"):
+        if (work / sub).exists():
+            shutil.rmtree(work / sub)
+        shutil.copytree(ROOT / sub, work / sub, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    text = (ROOT / "pyproject.toml").read_text()
+    head, _, _ = text.partition("[tool.mutmut]")
+    files = [f"tests/{f}" for f in test_files(module)]
+    text = head + "[tool.mutmut]\n" + "\n".join([
+        'source_paths = ["rmtlib/"]',
+        f'only_mutate = ["rmtlib/{module}.py"]',
+        f"pytest_add_cli_args_test_selection = {_toml_list(files + ['-m', MARKERS])}",
+        'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
+        'process_isolation = "forkserver"',  # torch's threads deadlock workers forked from the main process
+        "",
+    ])
+    (work / "pyproject.toml").write_text(text)
+    return work
+
+
+def mutmut(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("mutmut")
+    # one thread per worker: two workers share two cores, and no thread pool outlives a fork
+    env = dict(os.environ, TQDM_DISABLE="1", MPLBACKEND="Agg", PYTHONHASHSEED="0", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)  # the mutated copy must be the rmtlib that tests import
+    return subprocess.run([str(exe), *args], cwd=work, env=env, text=True, capture_output=True,
+                          check=check)
+
+
+def _exit_codes(work: Path, module: str) -> dict:
+    meta = work / "mutants" / "rmtlib" / f"{module}.py.meta"
+    return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+
+
+def sample(work: Path, module: str, n: int, seed: int) -> list[str]:
+    """A seeded random sample of n of the module's mutants (generated first if need be)."""
+    import random
+
+    if not _exit_codes(work, module):
+        mutmut(work, "run", f"rmtlib.{module}.no_such_mutant*", check=False)  # generates, runs none
+    names = sorted(_exit_codes(work, module))
+    return sorted(random.Random(seed).sample(names, min(n, len(names))))
+
+
+def score(work: Path, names=()) -> dict:
+    module = next((work / "mutants" / "rmtlib").glob("*.meta")).name.split(".")[0] if not names else \
+        names[0].split(".")[1]
+    codes = _exit_codes(work, module)
+    if names:
+        codes = {k: codes[k] for k in names}
+    from mutmut.stats import status_by_exit_code  # mutmut's own reading of its exit codes
+
+    kinds = {"killed": 0, "survived": 0, "timeout": 0, "no_tests": 0, "not_run": 0, "other": 0}
+    for code in codes.values():
+        status = status_by_exit_code[code]
+        kind = {"killed": "killed", "survived": "survived", "timeout": "timeout", "no tests": "no_tests",
+                "not checked": "not_run", "check was interrupted by user": "not_run"}.get(status, "other")
+        kinds[kind] += 1
+    survivors = sorted(k for k, c in codes.items() if c == 0)
+    return {"total": len(codes), **kinds, "survivor_names": survivors, "sampled": bool(names)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("modules", nargs="*", default=list(MODULES), help="modules to test (default: all)")
+    ap.add_argument("--max-children", type=int, default=2)
+    ap.add_argument("--sample", type=int, default=0,
+                    help="test only a seeded random sample of this many mutants per module (0: all); "
+                         "the score is then the sample's, reported as such")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    args = ap.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        ap.error(f"unknown modules {unknown}; choose from {list(MODULES)}")
+    summary_path = WORK / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    for module in args.modules:
+        work = prepare(module)
+        t0 = time.monotonic()
+        names = []
+        if args.sample:
+            names = sample(work, module, args.sample, args.seed)
+        run = mutmut(work, "run", "--max-children", str(args.max_children), *names, check=False)
+        wall = time.monotonic() - t0
+        (work / "run.log").write_text(run.stdout + run.stderr)
+        if run.returncode != 0:
+            print(f"{module}: mutmut failed (exit {run.returncode}); see {work / 'run.log'}")
+            print(run.stdout[-3000:], run.stderr[-3000:])
+            return run.returncode
+        s = score(work, names)
+        s.update(wall_s=round(wall, 1), tests=test_files(module), date=time.strftime("%Y-%m-%d"))
+        summary[module] = s
+        summary_path.write_text(json.dumps(summary, indent=1))
+        print(f"{module}: {'sample of ' if names else ''}{s['total']} mutants: killed {s['killed']}, "
+              f"survived {s['survived']}, timeout {s['timeout']}, no tests {s['no_tests']}, "
+              f"not run {s['not_run']}, other {s['other']}; wall {wall:.0f} s", flush=True)
+        for name in s["survivor_names"]:
+            print("   survived:", name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
