@@ -137,7 +137,7 @@ def filtered_values(S: np.ndarray, k: int, *, shift_values: bool, fit=None, shap
         if fit is None:
             if shape is None:
                 raise ValueError("shifting needs an MP fit (fit=) or the matrix shape (shape=)")
-            fit = mp.fit(S, shape)
+            fit = mp.fit(S, shape, gof=False)
         S = shift(S, fit.sigma, fit.q)
     if k:
         S[len(S) - k :] = 0.0
@@ -365,7 +365,7 @@ def removal_sweep(model: nn.Module, layer_names, fractions, data, *, splits=("tr
         ks[name] = [int(round(f * M)) for f in fr]
         fit = (fits or {}).get(name) if name in shifted else None
         if name in shifted and fit is None:
-            fit = mp.fit(S, tuple(W.shape))
+            fit = mp.fit(S, tuple(W.shape), gof=False)
         vals[name] = np.stack([filtered_values(S, k, shift_values=name in shifted, fit=fit) for k in ks[name]])
 
     rows = pd.DataFrame({"fraction": fr, **{f"k_{n}": ks[n] for n in layer_names}})
@@ -741,7 +741,7 @@ def _removal_sweep_ensemble(models, names, layer_names, fr, datas, splits, shift
             ks[name] = [int(round(f * len(S))) for f in fr]
             fit = (fits[k] or {}).get(name) if name in shifted else None
             if name in shifted and fit is None:
-                fit = mp.fit(S, tuple(W.shape))
+                fit = mp.fit(S, tuple(W.shape), gof=False)
             decs[name].append(dec)
             vals[name].append(np.stack([filtered_values(S, kk, shift_values=name in shifted, fit=fit)
                                         for kk in ks[name]]))
@@ -759,8 +759,9 @@ def _removal_sweep_ensemble(models, names, layer_names, fr, datas, splits, shift
 
 
 def _safe_fit(S, shape):
+    """The MP fit the shift needs (sigma and q only: the bulk's goodness of fit is not judged)."""
     try:
-        return mp.fit(S, shape)
+        return mp.fit(S, shape, gof=False)
     except (ValueError, RuntimeError):
         return None  # too small or no bulk: nothing to shift
 
