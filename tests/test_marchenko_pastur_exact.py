@@ -147,7 +147,10 @@ def test_fit_of_an_exact_mp_sample(shape):
     assert res.outlier_threshold == pytest.approx(res.nu_max + tw, rel=1e-12)
     assert res.entry_std() == pytest.approx(res.sigma / math.sqrt(N), rel=1e-12)
     # and the same spectrum scaled by 1e6 gives sigma scaled by 1e6
-    assert mp.fit(sv * 1e6, shape, gof=False).sigma == pytest.approx(res.sigma * 1e6, rel=1e-9)
+    big = mp.fit(sv * 1e6, shape, gof=False)
+    assert big.sigma == pytest.approx(res.sigma * 1e6, rel=1e-9)
+    # stage (i)'s amplitude a of y = (a / nu) sqrt(...) carries units 1/nu^2 (y is a density)
+    assert big.stage1_height == pytest.approx(res.stage1_height / 1e12, rel=1e-9)
 
 
 @pytest.mark.parametrize("k", [1, 4])
