@@ -219,3 +219,11 @@ def test_usvt_density_and_gof_null_arguments():
     assert fit.sigma == pytest.approx(1.5, rel=1e-2)
     with pytest.raises(ValueError, match="window"):
         mp.gof_null((100, 50), samples=5, window=0)
+
+
+def test_gof_null_is_read_back_from_its_disk_cache():
+    first = mp.gof_null((60, 30), samples=5, seed=2)
+    mp._GOF_MEMO.clear()
+    again = mp.gof_null((60, 30), samples=5, seed=2)  # from the JSON file written above
+    assert np.array_equal(first, again) and not again.flags.writeable
+    assert np.all(np.diff(first) >= 0) and np.all((first > 0) & (first < 1))
