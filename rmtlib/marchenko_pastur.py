@@ -124,7 +124,7 @@ def cdf(nu, sigma: float, q: float) -> np.ndarray:
     """
     sigma, q = _check_sigma_q(sigma, q)
     nu = _points(nu, "nu")
-    return np.where(nu < 0, 0.0, eigen_cdf(np.abs(nu / sigma) ** 2, 1.0, q))
+    return np.where(nu < 0, 0.0, eigen_cdf(np.abs(nu / sigma) ** 2, 1.0, q))[()]  # 0-d in, scalar out
 
 
 def sigma_from_entry_std(std: float, shape) -> float:

@@ -147,7 +147,10 @@ def test_fit_of_an_exact_mp_sample(shape):
     assert res.outlier_threshold == pytest.approx(res.nu_max + tw, rel=1e-12)
     assert res.entry_std() == pytest.approx(res.sigma / math.sqrt(N), rel=1e-12)
     # and the same spectrum scaled by 1e6 gives sigma scaled by 1e6
-    assert mp.fit(sv * 1e6, shape, gof=False).sigma == pytest.approx(res.sigma * 1e6, rel=1e-9)
+    big = mp.fit(sv * 1e6, shape, gof=False)
+    assert big.sigma == pytest.approx(res.sigma * 1e6, rel=1e-9)
+    # stage (i)'s amplitude a of y = (a / nu) sqrt(...) carries units 1/nu^2 (y is a density)
+    assert big.stage1_height == pytest.approx(res.stage1_height / 1e12, rel=1e-9)
 
 
 @pytest.mark.parametrize("k", [1, 4])
@@ -197,6 +200,30 @@ def test_broaden_is_a_sum_of_gaussians_with_the_stated_widths():
         want = np.array([np.mean(stats.norm.pdf(p, loc=sv, scale=w)) for p in pts])
         _, got = mp.broaden(sv[::-1], window=a, grid=pts)  # any order in, sorted inside
         assert np.allclose(got, want, rtol=1e-10, atol=1e-300)
-        grid, y = mp.broaden(sv, window=a, points=50)
-        assert len(grid) == 50 and grid[0] == pytest.approx(max(0.0, sv[0] - 3 * w[0]))
+        grid, y = mp.broaden(sv, window=a, points=37)
+        assert len(grid) == 37 and grid[0] == pytest.approx(max(0.0, sv[0] - 3 * w[0]))
         assert grid[-1] == pytest.approx(sv[-1] + 3 * w[-1])
+
+
+def test_mp_shape_is_zero_outside_the_edges():
+    # y = (a / nu) sqrt((nu_max^2 - nu^2)(nu^2 - nu_min^2)) inside [nu_min, nu_max], 0 outside
+    nu = np.array([0.5, 1.0, 2.0, 3.0, 3.5])
+    want = [0.0, 0.0, 2.0 / 2.0 * math.sqrt((9 - 4) * (4 - 1)), 0.0, 0.0]
+    assert np.allclose(mp._mp_shape(nu, 2.0, 3.0, 1.0), want, atol=1e-15)
+
+
+def test_usvt_density_and_gof_null_arguments():
+    fit = mp.fit_usvt(_exact_sample(1.5, 0.25, 200), (800, 200))
+    nu = np.linspace(0, 3, 31)
+    assert np.allclose(fit.density(nu), _mp_pdf(nu, fit.sigma, fit.q), rtol=1e-12, atol=1e-15)
+    assert fit.sigma == pytest.approx(1.5, rel=1e-2)
+    with pytest.raises(ValueError, match="window"):
+        mp.gof_null((100, 50), samples=5, window=0)
+
+
+def test_gof_null_is_read_back_from_its_disk_cache():
+    first = mp.gof_null((60, 30), samples=5, seed=2)
+    mp._GOF_MEMO.clear()
+    again = mp.gof_null((60, 30), samples=5, seed=2)  # from the JSON file written above
+    assert np.array_equal(first, again) and not again.flags.writeable
+    assert np.all(np.diff(first) >= 0) and np.all((first > 0) & (first < 1))

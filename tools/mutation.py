@@ -135,6 +135,7 @@ def main(argv=None) -> int:
     summary_path = WORK / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for module in args.modules:
+        files = test_files(module)  # what prepare() copies now
         work = prepare(module)
         t0 = time.monotonic()
         names = []
@@ -148,7 +149,8 @@ def main(argv=None) -> int:
             print(run.stdout[-3000:], run.stderr[-3000:])
             return run.returncode
         s = score(work, names)
-        s.update(wall_s=round(wall, 1), tests=test_files(module), date=time.strftime("%Y-%m-%d"))
+        s.update(wall_s=round(wall, 1), tests=files, date=time.strftime("%Y-%m-%d"),
+                 sample_seed=args.seed if names else None, max_children=args.max_children)
         summary[module] = s
         summary_path.write_text(json.dumps(summary, indent=1))
         print(f"{module}: {'sample of ' if names else ''}{s['total']} mutants: killed {s['killed']}, "
