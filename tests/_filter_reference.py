@@ -58,3 +58,33 @@ def accuracy(net, split):
 def k_of(fraction, M):
     """k = round(f M), half to even (Python's round)."""
     return int(round(fraction * M))
+
+
+def noisy_toy_problem(seed, *, n, dim, hidden, steps, n_train, n_val):
+    """A small MLP trained with SGD on 4 classes with 40% label noise.
+
+    Returns (net in eval mode, validation Split, test Split); the validation and test
+    labels are clean. The first `n_train` samples train, the next `n_val` validate, the
+    rest test.
+    """
+    from torch import nn
+
+    from rmtlib import models
+    from rmtlib.data import Split
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=g)
+    y = (x[:, :3].sum(1) > 0).long() + 2 * (x[:, 3] > 0).long()
+    noisy = y.clone()
+    flip = torch.rand(n, generator=g) < 0.4
+    noisy[flip] = torch.randint(0, 4, (int(flip.sum()),), generator=g)
+    torch.manual_seed(seed)
+    net = models.mlp([dim, *hidden, 4])
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(net(x[:n_train]), noisy[:n_train])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    v = n_train + n_val
+    return net.eval(), Split(x[n_train:v], y[n_train:v]), Split(x[v:], y[v:])

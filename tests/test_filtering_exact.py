@@ -12,29 +12,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from _filter_reference import accuracy, filtered_net, k_of, shifted
-from rmtlib import filtering, marchenko_pastur as mp, models
-from rmtlib.data import Split
+from _filter_reference import accuracy, filtered_net, k_of, noisy_toy_problem, shifted
+from rmtlib import filtering, marchenko_pastur as mp
 
 FRACTIONS = np.linspace(0, 1, 26)
 
 
 def _toy(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(500, 24, generator=g)
-    y = (x[:, :3].sum(1) > 0).long() + 2 * (x[:, 3] > 0).long()
-    noisy = y.clone()
-    flip = torch.rand(500, generator=g) < 0.4
-    noisy[flip] = torch.randint(0, 4, (int(flip.sum()),), generator=g)
-    torch.manual_seed(seed)
-    net = models.mlp([24, 40, 30, 4])
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(150):
-        loss = nn.functional.cross_entropy(net(x[:300]), noisy[:300])
-        opt.zero_grad(); loss.backward(); opt.step()
-    return net.eval(), Split(x[300:400], y[300:400]), Split(x[400:], y[400:])
+    return noisy_toy_problem(seed, n=500, dim=24, hidden=(40, 30), steps=150, n_train=300, n_val=100)
 
 
 def _reference_denoise(net, val, shift):

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from rmtlib import filtering, marchenko_pastur as mp, models, spectra
+from _filter_reference import noisy_toy_problem
+from rmtlib import filtering, marchenko_pastur as mp, spectra
 from rmtlib.data import Split
 
 
@@ -99,18 +100,7 @@ def test_filter_matrix_keeps_singular_vectors():
 
 
 def _toy_problem(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(600, 20, generator=g)
-    y = (x[:, :3].sum(1) > 0).long() + 2 * (x[:, 3] > 0).long()
-    noisy = y.clone(); flip = torch.rand(600, generator=g) < 0.4
-    noisy[flip] = torch.randint(0, 4, (int(flip.sum()),), generator=g)
-    torch.manual_seed(seed)
-    net = models.mlp([20, 64, 48, 4])
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(300):
-        loss = nn.functional.cross_entropy(net(x[:400]), noisy[:400])
-        opt.zero_grad(); loss.backward(); opt.step()
-    return net.eval(), Split(x[400:500], y[400:500]), Split(x[500:], y[500:])
+    return noisy_toy_problem(seed, n=600, dim=20, hidden=(64, 48), steps=300, n_train=400, n_val=100)
 
 
 @pytest.mark.parametrize("method", ["fast", "naive"])
