@@ -28,7 +28,8 @@ def test_arguments_are_refused_by_name():
     with pytest.raises(TypeError, match=r"^compute_uv must be True or False; got 0"):
         spectra.svd(torch.eye(3), compute_uv=0)
     net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-    with pytest.raises(TypeError, match=r"^layer name must be a string; got 2 \(int\); valid layer names: \['0', '2'\]"):
+    with pytest.raises(TypeError,
+                       match=r"^layer name must be a string; got 2 \(int\); valid layer names: \['0', '2'\]"):
         spectra.get_layer(net, 2)
 
 
