@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -180,22 +181,36 @@ def run(profile: str, selection=None, out=None, root=None, kernel: str = "python
     target = Path(out) if out is not None else r / "runs" / profile
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for nb, p in params.items():
-        dest = target / (nb.name if engine == "papermill" else f"{nb.stem}.txt")
-        print(f"[{profile}] {nb.name} -> {dest}", flush=True)
-        if engine == "papermill":
-            import papermill as pm
-
-            try:
-                pm.execute_notebook(str(nb), str(dest), parameters=p, kernel_name=kernel,
-                                    cwd=str(nb.parent), progress_bar=progress, log_output=False)
-            except pm.PapermillExecutionError as err:
-                raise NotebookError(nb.stem, _cell_index(nb, err.source, err.cell_index),
-                                    _first_line(err.source or ""), f"{err.ename}: {err.evalue}", dest) from err
+    # the chapters can name the profile they ran under (rmtlib.records writes it into a record)
+    saved_profile = os.environ.get("RMTLIB_PROFILE")
+    os.environ["RMTLIB_PROFILE"] = profile
+    try:
+        for nb, p in params.items():
+            written.append(_run_one(nb, p, profile, target, engine, kernel, progress))
+    finally:
+        if saved_profile is None:
+            os.environ.pop("RMTLIB_PROFILE", None)
         else:
-            execute_plain(nb, p, dest)
-        written.append(dest)
+            os.environ["RMTLIB_PROFILE"] = saved_profile
     return written
+
+
+def _run_one(nb: Path, p: dict, profile: str, target: Path, engine: str, kernel: str, progress: bool) -> Path:
+    """Execute one notebook `nb` with parameters `p` into `target`; the output's path."""
+    dest = target / (nb.name if engine == "papermill" else f"{nb.stem}.txt")
+    print(f"[{profile}] {nb.name} -> {dest}", flush=True)
+    if engine == "papermill":
+        import papermill as pm
+
+        try:
+            pm.execute_notebook(str(nb), str(dest), parameters=p, kernel_name=kernel,
+                                cwd=str(nb.parent), progress_bar=progress, log_output=False)
+        except pm.PapermillExecutionError as err:
+            raise NotebookError(nb.stem, _cell_index(nb, err.source, err.cell_index),
+                                _first_line(err.source or ""), f"{err.ename}: {err.evalue}", dest) from err
+    else:
+        execute_plain(nb, p, dest)
+    return dest
 
 
 def _parse_set(items) -> dict:
