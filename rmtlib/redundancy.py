@@ -441,7 +441,9 @@ def low_rank_table(model: nn.Module, split: Split, *, k: int = 10, layers=None,
     Columns: layer, units (rows m), inputs (n), Q = n/m (the study's aspect ratio), k,
     norm_kept = 100 ||W_k||_F / ||W||_F, accuracy, accuracy_k, accuracy_lost (points of
     accuracy, as a fraction), elbow (rank at the elbow of the residual curve), outliers
-    (singular values above the fitted MP edge, chapter 2; -1 when the layer is too small to fit).
+    (singular values above the fitted MP edge, chapter 2; -1 when the layer is too small to fit),
+    mp_bulk_ok (the MP goodness-of-fit verdict on the rest of the spectrum, `MPFit.bulk_ok`: False
+    means the outlier count describes no MP bulk; None when there is no fit).
     """
     from . import filtering
     from . import marchenko_pastur as mp
@@ -463,15 +465,17 @@ def low_rank_table(model: nn.Module, split: Split, *, k: int = 10, layers=None,
         sweep = filtering.removal_sweep(model, [name], [0.0, (M - kk) / M], {"test": split}, splits=("test",),
                                         batch_size=batch_size, device=device, progress_bar=False)
         try:
-            n_out = mp.fit(S, tuple(W.shape)).n_outliers
+            # warn=False: the goodness of fit is returned in the column mp_bulk_ok instead
+            fit = mp.fit(S, tuple(W.shape), warn=False)
+            n_out, bulk_ok = fit.n_outliers, fit.bulk_ok
         except (ValueError, RuntimeError):
-            n_out = -1
+            n_out, bulk_ok = -1, None
         acc0, acck = float(sweep.test_acc.iloc[0]), float(sweep.test_acc.iloc[1])
         rows.append(dict(layer=name, units=int(W.shape[0]), inputs=int(W.shape[1]),
                          Q=W.shape[1] / W.shape[0], k=kk,
                          norm_kept=100 * float(np.sqrt(np.sum(S[:kk] ** 2) / np.sum(S**2))),
                          accuracy=acc0, accuracy_k=acck, accuracy_lost=acc0 - acck,
-                         elbow=elbow(S) if M >= 3 else M, outliers=n_out))
+                         elbow=elbow(S) if M >= 3 else M, outliers=n_out, mp_bulk_ok=bulk_ok))
     return pd.DataFrame(rows)
 
 

@@ -1,5 +1,6 @@
 """rmtlib.redundancy: pruning criteria, network surgery, batched curves, low rank, unit graphs (METHODS §9)."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -320,3 +321,22 @@ def test_heitmann_models_have_the_study_sizes():
     assert 4.2e6 < models.count_parameters(c2) < 4.4e6 and tuple(c2.fc1.weight.shape) == (256, 16384)
     assert tuple(models.build("conv6", (3, 32, 32), 10).fc1.weight.shape) == (256, 4096)
     assert tuple(models.build("vgg19", (3, 32, 32), 10).fc1.weight.shape) == (512, 512)
+
+
+def test_low_rank_table_reports_the_mp_goodness_of_fit():
+    # fc1 keeps its Gaussian (Glorot) start: its bulk must pass the MP goodness-of-fit test (a
+    # rejection of pure noise would be a false positive; the test's level is GOF_LEVEL, fixed seed).
+    # fc2 gets Cauchy entries: no finite variance, the spectrum is dominated by a few huge values and
+    # its bulk cannot follow any MP law, so the test must reject it. The output layer (5 rows) is
+    # fitted too; the column holds the fit's verdict and the warning stays silent (warn=False).
+    torch.manual_seed(11)
+    net = models.lenet_300_100(120, 5, hidden=(200, 150)).double().eval()
+    with torch.no_grad():
+        net.fc2.weight.copy_(torch.distributions.Cauchy(0.0, 0.05).sample(net.fc2.weight.shape).double())
+    split = _stand_in((120,), n=40)
+    split = Split(split.x, net(split.x).argmax(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any MPFitWarning would fail the test
+        tab = R.low_rank_table(net, split, k=3, layers=["fc1", "fc2"]).set_index("layer")
+    assert tab.loc["fc1", "mp_bulk_ok"] == True  # noqa: E712
+    assert tab.loc["fc2", "mp_bulk_ok"] == False  # noqa: E712
