@@ -114,6 +114,24 @@ class History:
         return len(self.epoch)
 
 
+# "100% training accuracy" as Staats et al. print it (Table S1, one decimal): an accuracy
+# that rounds to 100.0%, i.e. at least 99.95%. Chapters 0 and 4 use this one definition.
+FULL_TRAIN_ACC = 0.9995
+
+
+def first_full_epoch(history: History, full: float = FULL_TRAIN_ACC) -> int | None:
+    """First epoch e with train_acc(e) >= `full` (default: rounds to 100.0%); None if never.
+
+    Epoch 0 is the initial state, so a network that starts at `full` returns 0.
+    """
+    if not isinstance(history, History):
+        raise TypeError(f"history must be an rmtlib.train.History (as returned by `trained`); "
+                        f"got {type(history).__name__}")
+    full = check_float(full, "full", min=0.0, max=1.0, min_open=True,
+                       why="a training accuracy as a fraction, e.g. 0.9995 for 100.0% to one decimal")
+    return next((int(e) for e, acc in zip(history.epoch, history.train_acc) if acc >= full), None)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 2048) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of `model` on a split, in eval mode.

@@ -146,3 +146,24 @@ def test_history_round_trip():
     h.record("s_n", 0, 0.25)
     assert History.from_dict(h.to_dict()) == h
     assert list(h.to_frame().columns) == ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
+
+
+def test_first_full_epoch_is_the_first_that_prints_as_100_percent():
+    # Table S1 prints training accuracy to one decimal: 99.95% prints as 100.0%, 99.94% as
+    # 99.9%. So 0.9994 is not full, 0.9995 is, and 1.0 need not be reached.
+    h = History()
+    for e, acc in enumerate([0.1, 0.9994, 0.9995, 0.9990, 1.0]):
+        h.append(epoch=e, lr=0.1, train_loss=1.0, train_acc=acc, test_loss=1.0, test_acc=0.5)
+    assert train.FULL_TRAIN_ACC == 0.9995
+    assert train.first_full_epoch(h) == 2
+    assert train.first_full_epoch(h, full=1.0) == 4
+    never = History()
+    never.append(epoch=0, lr=0.1, train_loss=1.0, train_acc=0.9994, test_loss=1.0, test_acc=0.5)
+    assert train.first_full_epoch(never) is None
+
+
+def test_first_full_epoch_rejects_bad_input():
+    with pytest.raises(TypeError, match="history"):
+        train.first_full_epoch({"epoch": [0], "train_acc": [1.0]})
+    with pytest.raises(ValueError, match="full"):
+        train.first_full_epoch(History(), full=99.95)
