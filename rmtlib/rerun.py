@@ -184,6 +184,12 @@ def run(profile: str, selection=None, out=None, root=None, kernel: str = "python
     # the chapters can name the profile they ran under (rmtlib.records writes it into a record)
     saved_profile = os.environ.get("RMTLIB_PROFILE")
     os.environ["RMTLIB_PROFILE"] = profile
+    # The caller's MPLBACKEND must not reach the kernels: with MPLBACKEND=Agg (set by the
+    # Makefile, the tests, many CI and headless shells) `plt.show()` in a kernel draws
+    # nothing and the executed chapters have no figures. Without it ipykernel picks its
+    # inline backend, as a reader's kernel does. (The plain engine sets Agg itself and
+    # saves every open figure to a file after each cell.)
+    saved_backend = os.environ.pop("MPLBACKEND", None)
     try:
         for nb, p in params.items():
             written.append(_run_one(nb, p, profile, target, engine, kernel, progress))
@@ -192,6 +198,8 @@ def run(profile: str, selection=None, out=None, root=None, kernel: str = "python
             os.environ.pop("RMTLIB_PROFILE", None)
         else:
             os.environ["RMTLIB_PROFILE"] = saved_profile
+        if saved_backend is not None:
+            os.environ["MPLBACKEND"] = saved_backend
     return written
 
 

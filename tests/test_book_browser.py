@@ -10,7 +10,8 @@ For every page:
   nothing fetched from another host);
 - math is typeset: every math element holds a MathJax container, no MathJax error, and no
   raw LaTeX (`\\(`, `\\[`, `$$`, `\\frac`...) in the text outside code;
-- every image has loaded (naturalWidth > 0);
+- every image has loaded (naturalWidth > 0), and a page with a "Figure." caption shows at
+  least one loaded image in its article;
 - no output cell holds a traceback, a warning or a stray echoed value (a text/plain
   result that is only a number, a quoted string, a bool/None, a tuple or list of
   numbers, or an object repr such as `<Figure size 640x480 with 1 Axes>`);
@@ -196,6 +197,10 @@ function rawTex() {
   }
   return found;
 }
+function articleBody() {
+  return document.querySelector('article.bd-article') || document.querySelector('article')
+         || document.querySelector('main') || document.body;
+}
 const maths = Array.from(document.querySelectorAll('.math'));
 const out = {
   title: document.title,
@@ -208,6 +213,11 @@ const out = {
   mathjax: typeof MathJax !== 'undefined' && !!MathJax.version ? MathJax.version : null,
   figures: document.querySelectorAll('.cell_output img').length,
   images: Array.from(document.images).map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0})),
+  // figure captions ("**Figure.** ...") and the images of the article that loaded (the
+  // article itself: <main> also holds the header's launch-button logos)
+  captions: (articleBody().textContent.match(/\bFigure\./g) || []).length,
+  article_images: Array.from(articleBody().querySelectorAll('img'))
+                  .filter(i => i.complete && i.naturalWidth > 0).length,
   links: Array.from(document.querySelectorAll('a[href]')).map(a => ({href: a.getAttribute('href'), abs: a.href,
             cls: a.className, text: a.textContent.trim().slice(0, 40)})),
   outputs: Array.from(document.querySelectorAll('.cell_output .output')).map(o => ({
@@ -296,6 +306,11 @@ def test_images_loaded(page, page_info):
     info = page_info(page)
     broken = [i["src"] for i in info["images"] if not i["ok"]]
     assert not broken, f"{page}: images that did not load: {broken}"
+    # "no broken image" holds trivially on a page without images (a kernel that drew with
+    # Agg leaves none): a page that captions a figure must show one
+    if info["captions"]:
+        assert info["article_images"] > 0, (
+            f"{page}: {info['captions']} 'Figure.' caption(s) but no loaded image in the article")
     if (ROOT / f"{page}.ipynb").is_file():
         assert info["figures"] > 0, f"{page}: a chapter without a single figure in its outputs"
 

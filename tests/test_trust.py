@@ -562,6 +562,40 @@ def test_a_failing_chapter_names_the_cell_and_the_exception(engine, tmp_path, mo
     assert "ZeroDivisionError" in err and "division by zero" in err
 
 
+def _plotting_book(root: Path):
+    """A one-chapter book whose only output is a figure shown with plt.show()."""
+    (root / "notebooks").mkdir(parents=True)
+    (root / "params").mkdir()
+    (root / "params" / "smoke.yaml").write_text("07_plots:\n  n: 3\n")
+    cells = [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "n = 2"},
+             {"cell_type": "code", "metadata": {},
+              "source": "import matplotlib.pyplot as plt\nplt.plot(range(n))\nplt.show()"}]
+    for i, cell in enumerate(cells):
+        cell.update(id=f"cell-{i}", outputs=[], execution_count=None)
+    nb = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                       "language_info": {"name": "python"}}}
+    (root / "notebooks" / "07_plots.ipynb").write_text(json.dumps(nb))
+
+
+@pytest.mark.parametrize("engine", ["plain", "papermill"])
+def test_a_rerun_under_mplbackend_agg_keeps_its_figures(engine, tmp_path, monkeypatch):
+    # MPLBACKEND=Agg is what the Makefile, the tests and headless shells set; leaked into a
+    # kernel it makes plt.show() draw nothing, and the executed book had no figures at all
+    book = tmp_path / "book"
+    _plotting_book(book)
+    monkeypatch.setattr(rerun, "project_root", lambda: book)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    [out] = rerun.run("smoke", engine=engine, out=tmp_path / "out", progress=False)
+    if engine == "papermill":
+        nb = json.loads(out.read_text())
+        images = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert len(images) == 1, "the plot cell shows no image: the kernel drew with a non-inline backend"
+    else:
+        assert (out.parent / "07_plots_fig1.png").stat().st_size > 0
+    assert os.environ["MPLBACKEND"] == "Agg"  # the caller's setting is given back
+
+
 # --------------------------------------------------------------------------- 10. offline fetch
 @pytest.fixture
 def no_network(monkeypatch):
