@@ -108,10 +108,12 @@ def test_zero_matrix_has_zero_singular_values_on_every_route():
     assert spectra.singular_values(torch.zeros(2, 5)).tolist() == [0.0, 0.0]
 
 
-@pytest.mark.parametrize("power", [600, -600])
+@pytest.mark.parametrize("power", [600, -600, 1000, -1000])
 def test_gram_route_survives_extreme_magnitudes(power, monkeypatch):
     # entries of size 2**600 (2**-600) overflow (underflow) A^T A unless scaled first;
-    # scaled, the Gram route is taken and the values are exactly 2**power times those of W
+    # scaled, the Gram route is taken and the values are exactly 2**power times those of W.
+    # 2**+-1000 lie near the ends of the float64 range (2**1024, normal 2**-1022): the scale
+    # itself must be a power of two to stay representable there (3**1000 overflows)
     W = torch.randn(30, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     used = []
     real = spectra._gram_svd
