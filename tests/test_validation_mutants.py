@@ -188,3 +188,65 @@ def test_check_choice_lists_the_valid_names():
     assert V.check_choice("a", "method", ("a", "b")) == "a"
     with pytest.raises(ValueError, match=whole("method must be one of ['a', 'b']; got 'c'")):
         V.check_choice("c", "method", ("a", "b"))
+
+
+# ------------------------------------------------------------------ whole-module survivors
+# (issue 17, whole-module run: the survivors of `mutmut run` on all of rmtlib.validation)
+def test_integer_and_low_precision_inputs_become_float64():
+    assert V.as_array([1, 2]).dtype == torch.float64
+    assert V.as_array(np.array([1, 2], dtype=np.int32)).dtype == torch.float64
+    for dt in (torch.float16, torch.bfloat16):
+        t = V.as_array(torch.tensor([0.5, 2.0], dtype=dt))
+        assert t.dtype == torch.float64 and t.tolist() == [0.5, 2.0]
+    # numpy float16 keeps its (exactly representable) values
+    assert V.as_array(np.array([0.5, 2.0], dtype=np.float16)).tolist() == [0.5, 2.0]
+
+
+def test_nan_and_inf_are_counted_separately():
+    with pytest.raises(ValueError, match=whole(
+            "x contains NaN or Inf entries (1 NaN and 2 Inf out of 4); "
+            "check the computation that produced it")):
+        V.as_array([float("nan"), float("inf"), -float("inf"), 1.0])
+
+
+def test_strings_and_unknown_types_are_refused_with_the_promised_message():
+    with pytest.raises(TypeError, match=whole("x must be an array of numbers; got a string")):
+        V.as_array("abc")
+    with pytest.raises(TypeError, match=whole("v must be an array of numbers; got a string")):
+        V.as_array(np.str_("abc"), "v")
+    with pytest.raises(TypeError, match=whole(
+            "x must be a numpy array, a torch tensor or a nested list of numbers; got dict")):
+        V.as_array({1: 2.0})
+
+
+def test_read_only_and_reversed_numpy_arrays_are_copied_without_warning():
+    import warnings
+
+    a = np.arange(6.0).reshape(2, 3)
+    a.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on a non-writable array
+        assert V.as_matrix(a).tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+        assert V.as_vector(np.arange(4.0)[::-1]).tolist() == [3.0, 2.0, 1.0, 0.0]
+
+
+def test_as_vector_passes_its_arguments_on():
+    assert V.as_vector([5.0]).tolist() == [5.0]  # one entry is enough by default
+    with pytest.raises(ValueError, match=whole("x has 1 entries; at least 2 are needed")):
+        V.as_vector([5.0], min_size=2)
+    with pytest.raises(ValueError, match=whole("x has 1 entries; at least 2 are needed (a spacing)")):
+        V.as_vector([5.0], min_size=2, why="a spacing")
+    with pytest.raises(ValueError, match=whole("lam must be a 1-D array; got shape (1, 1)")):
+        V.as_vector([[1.0]], "lam")
+    assert V.as_vector([1, 2], dtype=torch.float32).dtype == torch.float32
+
+
+def test_unit_rows_boundary_and_precision():
+    v = torch.tensor([0.6, 0.8])
+    assert V.check_unit_rows(v) is v  # a single vector (1-D) is one row
+    w = torch.tensor([[1.5, 0.0]])
+    assert V.check_unit_rows(w, rtol=0.5) is w  # |1.5 - 1| = rtol exactly: accepted
+    # float16 row (1, 0.02): norm 1.0002 in float64, refused at rtol 1e-4; computed in
+    # float16 it would round to 1.0 (spacing 2**-10) and pass
+    with pytest.raises(ValueError, match=r"^vectors: 1 of 1 rows are not unit vectors"):
+        V.check_unit_rows(torch.tensor([[1.0, 0.02]], dtype=torch.float16), rtol=1e-4)
