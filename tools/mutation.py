@@ -4,7 +4,8 @@ mutmut 3 reads one configuration (pyproject.toml [tool.mutmut]) for the whole tr
 each core module against ITS fast tests only (the whole fast suite per mutant would take
 hours on a 2-core machine), every module gets its own scratch copy of the tree under
 .cache/mutation/<module>/ with a [tool.mutmut] section narrowed to that module and its test
-files; mutmut's results there are kept, so a second run only re-tests what changed.
+files. Every run starts from fresh mutants: mutmut 3 keeps a mutant's old result when only
+the tests changed, so a kept folder would report killed mutants as survivors.
 
     python tools/mutation.py [MODULE ...] [--max-children 2]
 
@@ -58,6 +59,7 @@ def prepare(module: str) -> Path:
     """Scratch tree for one module: rmtlib/, tests/ and a pyproject.toml narrowed to it."""
     work = WORK / module
     work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work / "mutants", ignore_errors=True)  # stale results survive test-only changes
     for sub in ("rmtlib", "tests"):
         if (work / sub).exists():
             shutil.rmtree(work / sub)
