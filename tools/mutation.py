@@ -8,6 +8,13 @@ files. Every run starts from fresh mutants: mutmut 3 keeps a mutant's old result
 the tests changed, so a kept folder would report killed mutants as survivors.
 
     python tools/mutation.py [MODULE ...] [--max-children 2]
+    python tools/mutation.py MODULE --survivors   # rerun only the last whole run's survivors
+
+`--survivors` is the cheap way to score new tests: it reruns only the mutants that survived
+the module's last whole-module run (read from summary.json) and adds the newly killed ones to
+that run's killed count. That is sound only while the module's source is the one the whole run
+mutated (mutant names are numbered from the source; the run's sha256 is checked) and tests were
+only added, never weakened; after any change to the module, run it whole again.
 
 Prints, per module, killed / survived / other mutants and the wall time, and writes them to
 .cache/mutation/summary.json. `mutmut results` / `mutmut show NAME` inside a module's scratch
@@ -16,6 +23,7 @@ folder list and show the survivors.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -122,6 +130,22 @@ def score(work: Path, names=()) -> dict:
     return {"total": len(codes), **kinds, "survivor_names": survivors, "sampled": bool(names)}
 
 
+def source_sha256(module: str) -> str:
+    return hashlib.sha256((ROOT / "rmtlib" / f"{module}.py").read_bytes()).hexdigest()
+
+
+def previous_survivors(summary: dict, module: str) -> tuple[dict, list[str]]:
+    """The last whole-module run of `module` and its survivors, if --survivors may reuse it."""
+    prev = summary.get(module)
+    if not prev or prev.get("sampled"):
+        raise SystemExit(f"--survivors: no whole-module run of {module} in {WORK / 'summary.json'}; "
+                         f"run `python tools/mutation.py {module}` first")
+    if prev.get("source_sha256") != source_sha256(module):
+        raise SystemExit(f"--survivors: rmtlib/{module}.py is not the source of its last whole run "
+                         f"(sha256 differs or was not recorded); run the module whole again")
+    return prev, list(prev["survivor_names"])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", default=list(MODULES), help="modules to test (default: all)")
@@ -130,7 +154,12 @@ def main(argv=None) -> int:
                     help="test only a seeded random sample of this many mutants per module (0: all); "
                          "the score is then the sample's, reported as such")
     ap.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    ap.add_argument("--survivors", action="store_true",
+                    help="rerun only the survivors of the module's last whole run and add the newly "
+                         "killed to its score (tests added since; module source unchanged)")
     args = ap.parse_args(argv)
+    if args.survivors and args.sample:
+        ap.error("--survivors and --sample exclude each other")
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         ap.error(f"unknown modules {unknown}; choose from {list(MODULES)}")
@@ -138,9 +167,16 @@ def main(argv=None) -> int:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for module in args.modules:
         files = test_files(module)  # what prepare() copies now
+        prev = None
+        if args.survivors:
+            prev, names = previous_survivors(summary, module)
+            if not names:
+                print(f"{module}: its last whole run left no survivors; nothing to rerun")
+                continue
         work = prepare(module)
         t0 = time.monotonic()
-        names = []
+        if not args.survivors:
+            names = []
         if args.sample:
             names = sample(work, module, args.sample, args.seed)
         run = mutmut(work, "run", "--max-children", str(args.max_children), *names, check=False)
@@ -152,12 +188,26 @@ def main(argv=None) -> int:
             return run.returncode
         s = score(work, names)
         s.update(wall_s=round(wall, 1), tests=files, date=time.strftime("%Y-%m-%d"),
-                 sample_seed=args.seed if names else None, max_children=args.max_children)
+                 sample_seed=args.seed if args.sample else None, max_children=args.max_children,
+                 source_sha256=source_sha256(module))
+        if prev is not None:  # the whole run's score, with the survivors' new fates
+            rerun = s
+            s = dict(prev, killed=prev["killed"] + rerun["killed"], survived=rerun["survived"],
+                     timeout=prev["timeout"] + rerun["timeout"], other=prev["other"] + rerun["other"],
+                     no_tests=prev["no_tests"] + rerun["no_tests"], not_run=prev["not_run"] + rerun["not_run"],
+                     survivor_names=rerun["survivor_names"], tests=files, date=rerun["date"],
+                     rerun_of_survivors={"rerun": len(names), "wall_s": rerun["wall_s"],
+                                         "whole_run_wall_s": prev["wall_s"]})
+            print(f"{module}: reran the {len(names)} survivors of the whole run: "
+                  f"{rerun['killed']} now killed", flush=True)
+        else:
+            s["sampled"] = bool(args.sample)
         summary[module] = s
         summary_path.write_text(json.dumps(summary, indent=1))
-        print(f"{module}: {'sample of ' if names else ''}{s['total']} mutants: killed {s['killed']}, "
+        print(f"{module}: {'sample of ' if args.sample else ''}{s['total']} mutants: killed {s['killed']}, "
               f"survived {s['survived']}, timeout {s['timeout']}, no tests {s['no_tests']}, "
-              f"not run {s['not_run']}, other {s['other']}; wall {wall:.0f} s", flush=True)
+              f"not run {s['not_run']}, other {s['other']}; wall {wall:.0f} s"
+              f"{' (the rerun)' if prev is not None else ''}", flush=True)
         for name in s["survivor_names"]:
             print("   survived:", name)
     return 0
