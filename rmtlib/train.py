@@ -202,7 +202,8 @@ def train(model: nn.Module, data: Dataset, *, schedule="regular", epochs: int | 
         weights; "epoch": the running mean over the epoch's mini-batches, measured during
         the forward passes of training (free; Keras' convention, hence what Staats et
         al.'s logs report; it lags the final weights by about half an epoch); False: not
-        measured (NaN). Epoch 0 is always measured on the whole training set.
+        measured (NaN). Epoch 0 is measured on the whole training set ("full" and
+        "epoch"; NaN with False).
     precision : "tf32" (default: TF32 matrix products on CUDA), "float32" (strict on CUDA
         too), "bfloat16" (forward and loss under bfloat16 autocast). On the CPU only
         "bfloat16" changes anything (see `rmtlib.ensemble.precision_context`).

@@ -47,8 +47,8 @@ def as_array(x, name: str = "x", *, ndim: int | tuple[int, ...] | None = None,
         if arr.dtype.kind == "c":
             raise TypeError(f"{name} is complex; rmtlib analyses real weight matrices: "
                             "pass x.real if the imaginary part is zero")
-        if arr.dtype == np.float16:
-            arr = arr.astype(np.float32)
+        if arr.dtype == np.float16:  # as for a torch float16 tensor below: computed in float64
+            arr = arr.astype(np.float64)
         # (np.ascontiguousarray would turn a 0-d array into shape (1,)); a read-only array
         # (a cached null loaded from disk, a broadcast view) is copied: torch would warn
         ok = arr.flags.c_contiguous and arr.flags.writeable

@@ -198,8 +198,10 @@ def test_integer_and_low_precision_inputs_become_float64():
     for dt in (torch.float16, torch.bfloat16):
         t = V.as_array(torch.tensor([0.5, 2.0], dtype=dt))
         assert t.dtype == torch.float64 and t.tolist() == [0.5, 2.0]
-    # numpy float16 keeps its (exactly representable) values
-    assert V.as_array(np.array([0.5, 2.0], dtype=np.float16)).tolist() == [0.5, 2.0]
+    # numpy float16 is treated as torch float16 is (the docstring's promise): float64, and
+    # its (exactly representable) values kept
+    t = V.as_array(np.array([0.5, 2.0], dtype=np.float16))
+    assert t.dtype == torch.float64 and t.tolist() == [0.5, 2.0]
 
 
 def test_nan_and_inf_are_counted_separately():
