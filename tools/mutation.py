@@ -11,7 +11,7 @@ the tests changed, so a kept folder would report killed mutants as survivors.
     python tools/mutation.py MODULE --survivors   # rerun only the last whole run's survivors
 
 `--survivors` is the cheap way to score new tests: it reruns only the mutants that survived
-the module's last whole-module run (read from summary.json) and adds the newly killed ones to
+the module's last whole-module run or had no test (read from summary.json) and adds the newly killed ones to
 that run's killed count. That is sound only while the module's source is the one the whole run
 mutated (mutant names are numbered from the source; the run's sha256 is checked) and tests were
 only added, never weakened; after any change to the module, run it whole again.
@@ -40,10 +40,11 @@ MARKERS = "not notebooks and not slow and not browser"
 # The core modules of issue 17, in order of priority, and the test files that exercise
 # each one (its own test_<module>*.py files are always included).
 MODULES = {
-    "porter_thomas": ["test_properties_pt.py"],
+    "porter_thomas": ["test_properties_pt.py", "test_pt_paper_rule.py", "test_input_door_pt.py",
+                      "test_trust.py"],
     "marchenko_pastur": ["test_properties_mp.py", "test_usvt.py"],
     "filtering": ["test_filtering_removal.py", "test_filtering_shift.py"],
-    "early_stopping": [],
+    "early_stopping": ["test_properties_mp.py"],
     "spectra": [],
     "data": [],
     "train": [],
@@ -127,7 +128,9 @@ def score(work: Path, names=()) -> dict:
                 "not checked": "not_run", "check was interrupted by user": "not_run"}.get(status, "other")
         kinds[kind] += 1
     survivors = sorted(k for k, c in codes.items() if c == 0)
-    return {"total": len(codes), **kinds, "survivor_names": survivors, "sampled": bool(names)}
+    untested = sorted(k for k, c in codes.items() if status_by_exit_code[c] == "no tests")
+    return {"total": len(codes), **kinds, "survivor_names": survivors, "no_tests_names": untested,
+            "sampled": bool(names)}
 
 
 def source_sha256(module: str) -> str:
@@ -143,7 +146,7 @@ def previous_survivors(summary: dict, module: str) -> tuple[dict, list[str]]:
     if prev.get("source_sha256") != source_sha256(module):
         raise SystemExit(f"--survivors: rmtlib/{module}.py is not the source of its last whole run "
                          f"(sha256 differs or was not recorded); run the module whole again")
-    return prev, list(prev["survivor_names"])
+    return prev, list(prev["survivor_names"]) + list(prev.get("no_tests_names", []))
 
 
 def main(argv=None) -> int:
@@ -194,8 +197,8 @@ def main(argv=None) -> int:
             rerun = s
             s = dict(prev, killed=prev["killed"] + rerun["killed"], survived=rerun["survived"],
                      timeout=prev["timeout"] + rerun["timeout"], other=prev["other"] + rerun["other"],
-                     no_tests=prev["no_tests"] + rerun["no_tests"], not_run=prev["not_run"] + rerun["not_run"],
-                     survivor_names=rerun["survivor_names"], tests=files, date=rerun["date"],
+                     no_tests=rerun["no_tests"], not_run=prev["not_run"] + rerun["not_run"],
+                     survivor_names=rerun["survivor_names"], no_tests_names=rerun["no_tests_names"], tests=files, date=rerun["date"],
                      rerun_of_survivors={"rerun": len(names), "wall_s": rerun["wall_s"],
                                          "whole_run_wall_s": prev["wall_s"]})
             print(f"{module}: reran the {len(names)} survivors of the whole run: "
