@@ -18,7 +18,7 @@ help:
 	@echo "make lab        - open the notebooks in JupyterLab"
 	@echo "make rerun PROFILE=paper|gpu-quick|cpu|smoke [NOTEBOOKS='00 01'] - papermill runs into runs/PROFILE/"
 	@echo "make bench      - speed benchmarks (ratios against naive baselines)"
-	@echo "make mutation [MODULES='porter_thomas spectra'] [SAMPLE=40] - mutation testing of the core"
+	@echo "make mutation [MODULES='porter_thomas spectra'] [SAMPLE=40] [SURVIVORS=1] - mutation testing of the core"
 	@echo "                  modules against their fast tests (mutmut; hours on 2 cores; TESTING.md)"
 
 venv: $(VENV)/.installed
@@ -84,12 +84,14 @@ test-fast: data
 	TQDM_DISABLE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q -m "not notebooks and not slow" tests
 
 # Mutation testing (issue 17, TESTING.md): mutmut mutates one core module at a time and runs
-# its fast tests (never part of `make test`); niced, two workers. SAMPLE=n tests a seeded sample.
+# its fast tests (never part of `make test`); niced, two workers. SAMPLE=n tests a seeded sample;
+# SURVIVORS=1 reruns only the last whole run's survivors (after adding tests; see TESTING.md).
 MODULES ?=
 SAMPLE  ?= 0
+SURVIVORS ?=
 mutation: data
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[mutation]'
-	TQDM_DISABLE=1 MPLBACKEND=Agg nice -n 15 $(BIN)/python tools/mutation.py $(MODULES) --max-children 2 --sample $(SAMPLE)
+	TQDM_DISABLE=1 MPLBACKEND=Agg nice -n 15 $(BIN)/python tools/mutation.py $(MODULES) --max-children 2 --sample $(SAMPLE) $(if $(SURVIVORS),--survivors)
 
 rerun: data
 	$(BIN)/python -m rmtlib.rerun --profile $(PROFILE) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS))
