@@ -149,6 +149,23 @@ def previous_survivors(summary: dict, module: str) -> tuple[dict, list[str]]:
     return prev, list(prev["survivor_names"]) + list(prev.get("no_tests_names", []))
 
 
+def merge_rerun(prev: dict, rerun: dict, n_rerun: int) -> dict:
+    """The whole run `prev` with its survivors' (and untested mutants') fates from `rerun`.
+
+    Every mutant that was not rerun keeps its earlier status (killed, timeout, other); the
+    rerun ones are counted as the rerun found them."""
+    if n_rerun != prev["survived"] + prev["no_tests"] or rerun["total"] != n_rerun:
+        raise ValueError(f"a rerun of {rerun['total']} mutants cannot update a run with "
+                         f"{prev['survived']} survivors and {prev['no_tests']} untested")
+    return dict(prev, killed=prev["killed"] + rerun["killed"], survived=rerun["survived"],
+                timeout=prev["timeout"] + rerun["timeout"], other=prev["other"] + rerun["other"],
+                no_tests=rerun["no_tests"], not_run=prev["not_run"] + rerun["not_run"],
+                survivor_names=rerun["survivor_names"], no_tests_names=rerun["no_tests_names"],
+                tests=rerun["tests"], date=rerun["date"],
+                rerun_of_survivors={"rerun": n_rerun, "wall_s": rerun["wall_s"],
+                                    "whole_run_wall_s": prev["wall_s"]})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", default=list(MODULES), help="modules to test (default: all)")
@@ -194,19 +211,15 @@ def main(argv=None) -> int:
                  sample_seed=args.seed if args.sample else None, max_children=args.max_children,
                  source_sha256=source_sha256(module))
         if prev is not None:  # the whole run's score, with the survivors' new fates
-            rerun = s
-            s = dict(prev, killed=prev["killed"] + rerun["killed"], survived=rerun["survived"],
-                     timeout=prev["timeout"] + rerun["timeout"], other=prev["other"] + rerun["other"],
-                     no_tests=rerun["no_tests"], not_run=prev["not_run"] + rerun["not_run"],
-                     survivor_names=rerun["survivor_names"], no_tests_names=rerun["no_tests_names"], tests=files, date=rerun["date"],
-                     rerun_of_survivors={"rerun": len(names), "wall_s": rerun["wall_s"],
-                                         "whole_run_wall_s": prev["wall_s"]})
+            rerun, s = s, merge_rerun(prev, s, len(names))
             print(f"{module}: reran the {len(names)} survivors of the whole run: "
                   f"{rerun['killed']} now killed", flush=True)
         else:
             s["sampled"] = bool(args.sample)
         summary[module] = s
-        summary_path.write_text(json.dumps(summary, indent=1))
+        tmp = summary_path.with_suffix(".json.tmp")  # never a half-written summary
+        tmp.write_text(json.dumps(summary, indent=1))
+        tmp.replace(summary_path)
         print(f"{module}: {'sample of ' if args.sample else ''}{s['total']} mutants: killed {s['killed']}, "
               f"survived {s['survived']}, timeout {s['timeout']}, no tests {s['no_tests']}, "
               f"not run {s['not_run']}, other {s['other']}; wall {wall:.0f} s"
