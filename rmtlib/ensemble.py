@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import time
 import warnings
 from dataclasses import fields, replace
 
@@ -680,10 +681,14 @@ def trained_many(configs, *, device=None, progress: bool = True, retrain: bool =
         chunk = len(idxs) if max_members is None else int(max_members)
         for s in range(0, len(idxs), chunk):
             part = idxs[s : s + chunk]
+            t0 = time.perf_counter()
             trained, data = train_configs([cfgs[i] for i in part], device=device, progress=progress, **options)
+            # where and how long they were trained: torch, device, threads, the run's wall time
+            # (data loading included here: the members' data are loaded inside train_configs)
+            prov = _train.training_provenance(resolve_device(device), time.perf_counter() - t0, len(part))
             for i, (net, hist), ds in zip(part, trained, data):
-                if not hist.provenance:  # where it was trained: torch, device, threads
-                    hist.provenance = _train.provenance(resolve_device(device))
+                if not hist.provenance:
+                    hist.provenance = dict(prov)
                 _train.save_cached(cfgs[i], net, hist, ds)
                 results[i] = (net, hist)
     for i, cfg in enumerate(cfgs):

@@ -328,7 +328,39 @@ def describe(prov: dict) -> str:
             f"profile {prov.get('profile') or 'not recorded'} ({params or 'no parameters recorded'}); "
             f"wall time {total} ({wall}): {prov['wall_what']}"
             + (f"; networks trained on {', '.join(map(str, prov['networks_trained_on']))}"
-               if prov.get("networks_trained_on") else ""))
+               if prov.get("networks_trained_on") else "")
+            + _describe_training(prov.get("networks_training")))
+
+
+def training_time(histories) -> dict:
+    """How long the networks behind a record took to train, from their cached provenance.
+
+    Networks trained together (one ensemble) share one `training_run` and its wall time,
+    so the total is the sum over distinct runs. Returns {"wall_s": total over the runs
+    that recorded it, "runs": their number, "not_recorded": networks without a record}
+    (networks cached before the wall time was recorded have none).
+    """
+    runs, missing = {}, 0
+    for h in histories:
+        prov = getattr(h, "provenance", None) or {}
+        wall, run = prov.get("train_wall_s"), prov.get("training_run")
+        if isinstance(wall, (int, float)) and not isinstance(wall, bool) and math.isfinite(wall) and run:
+            runs[run] = float(wall)
+        else:
+            missing += 1
+    return {"wall_s": round(sum(runs.values()), 3), "runs": len(runs), "not_recorded": missing}
+
+
+def _describe_training(tr) -> str:
+    if not isinstance(tr, dict) or not tr.get("runs") and not tr.get("not_recorded"):
+        return ""
+    runs = int(tr.get("runs", 0))
+    text = (f"; training the networks took {_seconds(tr['wall_s'])} in {runs} run{'s' if runs != 1 else ''} "
+            "(ensembles count once)") if runs else "; the networks' training time was not recorded"
+    if runs and tr.get("not_recorded"):
+        n = int(tr["not_recorded"])
+        text += f", not counting {n} network{'s' if n != 1 else ''} cached without a training time"
+    return text
 
 
 def _seconds(s: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -351,6 +352,20 @@ def provenance(device=None) -> dict:
     )
 
 
+def training_provenance(device, wall_s: float, members: int = 1) -> dict:
+    """`provenance(device)` plus the wall time of the training run that produced a network.
+
+    `train_wall_s` is the wall time of the whole run (for `trained`, training only; for an
+    ensemble of `trained_many`, also loading the members' data); networks trained together
+    as one ensemble share it, `trained_together` (their number) and one
+    `training_run` id, so that a grid's training time is the sum over distinct runs.
+    """
+    import uuid
+
+    return dict(provenance(device), train_wall_s=round(float(wall_s), 3), trained_together=int(members),
+                training_run=uuid.uuid4().hex[:12])
+
+
 def _optional_int(value, name, minimum, why=""):
     return None if value is None else check_int(value, name, min=minimum, why=why)
 
@@ -522,9 +537,11 @@ def trained(config, *, data: Dataset | None = None, device=None, progress: bool 
                 return hit
         ds = data if data is not None else cfg.load_data()
         model = cfg.build_model(ds.input_shape, ds.num_classes)
+        t0 = time.perf_counter()
         history = train(model, ds, schedule=cfg.schedule, epochs=cfg.epochs, seed=cfg.seed,
                         device=device, batch_size=cfg.batch_size, progress=progress)
-        history.provenance = provenance(device if device is not None else "auto")
+        history.provenance = training_provenance(device if device is not None else "auto",
+                                                 time.perf_counter() - t0)
         model = model.cpu().eval()
         save_cached(cfg, model, history, ds)
     return model, history

@@ -319,6 +319,24 @@ def test_describe_names_device_torch_commit_date_profile_and_wall_time(written):
     assert "commit not recorded" in records.describe({**prov, "commit": None})
 
 
+def test_training_time_counts_each_run_once_and_says_what_is_missing():
+    from types import SimpleNamespace as NS
+
+    run = lambda rid, wall, k: {"training_run": rid, "train_wall_s": wall, "trained_together": k}
+    hists = [NS(provenance=run("a", 10.0, 2)), NS(provenance=run("a", 10.0, 2)),  # one ensemble
+             NS(provenance=run("b", 5.25, 1)), NS(provenance={"torch": "x"}), NS(provenance={})]
+    tr = records.training_time(hists)
+    assert tr == {"wall_s": 15.25, "runs": 2, "not_recorded": 2}
+    assert records._describe_training(tr) == (
+        "; training the networks took 15.2 s in 2 runs (ensembles count once), "
+        "not counting 2 networks cached without a training time")
+    assert records._describe_training(records.training_time(hists[:1])) == (
+        "; training the networks took 10.0 s in 1 run (ensembles count once)")
+    assert records._describe_training(records.training_time(hists[3:4])) == (
+        "; the networks' training time was not recorded")
+    assert records._describe_training(None) == ""
+
+
 # --------------------------------------------------------------------------- provenance
 def test_provenance_records_device_versions_commit_profile_and_date(monkeypatch):
     monkeypatch.setenv("RMTLIB_PROFILE", "gpu-quick")
@@ -443,6 +461,11 @@ def test_chapter4_writes_its_record_and_shows_a_stand_in_as_a_stand_in(tmp_path)
     assert set(prov["wall_s"]) == {"networks", "filtering"} and all(v > 0 for v in prov["wall_s"].values())
     assert prov["parameters"]["denoise_noise"] == [0.4] and prov["parameters"]["seeds"] == [0]
     assert "chapter 4's Fig. 5 cell" in prov["wall_what"]
+    # the network's training time, read from its provenance (trained in this run's fresh cache,
+    # earlier in the chapter: the Fig. 5 cell loads it, so its own "networks" time is small)
+    tr = prov["networks_training"]
+    assert tr["runs"] == 1 and tr["not_recorded"] == 0 and tr["wall_s"] > prov["wall_s"]["networks"]
+    assert "training the networks took" in rec.describe()
     # the page: the stand-in, labelled as one, with its provenance, beside this run
     text, glue = _outputs(executed)
     assert "Stand-in for a recorded GPU run" in text and STAND_IN_DEVICE in text

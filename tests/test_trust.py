@@ -453,6 +453,23 @@ def test_provenance_is_recorded_and_served_with_the_model():
     assert meta["provenance"]["threads"] == 1
 
 
+def test_the_training_time_is_recorded_once_per_run():
+    # trained(): one network, one run, its wall time measured around the training
+    _, hist = trained(TINY, device="cpu", progress=False)
+    one = hist.provenance
+    assert one["train_wall_s"] > 0 and one["trained_together"] == 1 and len(one["training_run"]) == 12
+    # trained_many(): the two misses are trained as one ensemble and share its run and time;
+    # the cached TINY network keeps its own
+    from rmtlib.ensemble import trained_many
+
+    out = trained_many([TINY, dict(TINY, seed=4), dict(TINY, seed=5)], device="cpu", progress=False)
+    (_, h0), (_, h1), (_, h2) = out
+    assert h0.provenance == one
+    assert h1.provenance["training_run"] == h2.provenance["training_run"] != one["training_run"]
+    assert h1.provenance["trained_together"] == h2.provenance["trained_together"] == 2
+    assert h1.provenance["train_wall_s"] == h2.provenance["train_wall_s"] > 0
+
+
 def test_save_cached_fills_in_missing_provenance():
     cfg = Config(**dict(TINY, epochs=0))
     ds = cfg.load_data()
