@@ -202,6 +202,10 @@ def test_integer_and_low_precision_inputs_become_float64():
     # its (exactly representable) values kept
     t = V.as_array(np.array([0.5, 2.0], dtype=np.float16))
     assert t.dtype == torch.float64 and t.tolist() == [0.5, 2.0]
+    # ... while float32 and float64 arrays keep their dtype, as tensors do (no silent doubling of
+    # a float32 weight matrix's memory)
+    for dt, want in ((np.float32, torch.float32), (np.float64, torch.float64)):
+        assert V.as_array(np.array([0.5, 2.0], dtype=dt)).dtype == want
 
 
 def test_nan_and_inf_are_counted_separately():
