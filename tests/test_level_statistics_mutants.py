@@ -559,3 +559,29 @@ def test_summary_fallback_keeps_trim_and_window():
     assert out["ls_unfolding"] == "broaden" and out["ls_n_levels"] == 200
     assert out["ls_ks_goe"] == pytest.approx(ks[3], abs=1e-12)
     assert ls.summary(W, trim=0.0)["ls_ks_goe"] == pytest.approx(ks[15], abs=1e-12)
+
+
+# --------------------------------------------------------------------------- the closed-form broadening (bug fix)
+def test_broadened_unfolding_resolves_a_band_much_narrower_than_the_span():
+    # Half the columns 100x larger: the 100 small levels lie in [0.14, 1.9], the span is 22,000.
+    # The broadened staircase is sum_k Phi((lambda - lambda_k) / sigma_k) at every scale, so the
+    # unfolded spacings inside the narrow band are those of the reference (of order 1), not
+    # those of a grid laid over the whole span (session 4 found spacings of 0.001 there: the
+    # band fell between two grid points of a 4000-point grid, and the KS distance to GOE was
+    # 0.50 instead of 0.06). Closed form on both sides: only rounding differs (sums of 200
+    # terms <= 1, ~1e-13); the width floor of broaden (1e-6 of the span = 0.022) lies below
+    # every window-15 width here, so the reference needs none.
+    rng = np.random.default_rng(14)
+    W = rng.standard_normal((400, 200)) / 20
+    W[:, :100] *= 100
+    lv = np.sort(np.linalg.svd(W, compute_uv=False) ** 2)
+    ref = _broadened_staircase(lv, 15)(lv)
+    np.testing.assert_allclose(ls.unfold(lv, "broaden", trim=0.0), ref, atol=1e-9)
+    # and the summary's fallback (poly fails here) reports the KS distance of those spacings
+    s = np.sort(np.diff(ref))
+    F = 1 - np.exp(-np.pi * s**2 / 4)
+    n = len(s)
+    ks = max((np.arange(1, n + 1) / n - F).max(), (F - np.arange(n) / n).max())
+    out = ls.summary(W, trim=0.0)
+    assert out["ls_unfolding"] == "broaden"
+    assert out["ls_ks_goe"] == pytest.approx(ks, abs=1e-9)
