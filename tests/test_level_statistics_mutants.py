@@ -585,3 +585,27 @@ def test_broadened_unfolding_resolves_a_band_much_narrower_than_the_span():
     out = ls.summary(W, trim=0.0)
     assert out["ls_unfolding"] == "broaden"
     assert out["ls_ks_goe"] == pytest.approx(ks, abs=1e-9)
+
+
+def test_staircases_keep_the_shape_of_lambda():
+    # "a vectorised function of lambda": a scalar gives a 0-d value, a 3 x 4 array a 3 x 4 array.
+    # Values: levels 1..40 in the variable lambda with a degree-1 fit give N(lambda) = lambda - 1/2
+    # exactly; the broadened one is the sum of normal cdfs (window 15).
+    lv = np.arange(1.0, 41.0)
+    grid = np.linspace(0.0, 41.0, 12)
+    refs = {"poly": lambda lam: lam - 0.5, "broaden": _broadened_staircase(lv, 15)}
+    for method, ref in refs.items():
+        fit = ls.smooth_staircase(lv, method, degree=1, variable="level", trim=0.0)
+        one = fit(5.0)
+        assert np.shape(one) == () and float(one) == pytest.approx(float(ref(np.array([5.0]))[0]), abs=1e-9)
+        two = fit(grid.reshape(3, 4))
+        assert two.shape == (3, 4)
+        np.testing.assert_allclose(two.ravel(), ref(grid), atol=1e-9)
+
+
+def test_broadened_unfolding_is_translation_invariant():
+    # levels 0..39 and the same levels shifted by 2^40 (exact in binary): the widths are
+    # differences of levels, so the unfolded levels are the same (to rounding of the sums)
+    lv = np.arange(40.0)
+    np.testing.assert_allclose(ls.unfold(lv + 2.0**40, "broaden", window=1),
+                               ls.unfold(lv, "broaden", window=1), atol=1e-9)
