@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import special, stats
-from scipy.integrate import cumulative_trapezoid
 
 from . import marchenko_pastur as _mp
 from .validation import as_array, as_matrix, as_numpy, as_vector, check_choice, check_float, check_int
@@ -82,7 +81,8 @@ def smooth_staircase(levels, method: str = "poly", *, degree: int = 12, variable
       levels are non-negative). The staircase counts every level, kept or not.
     - "broaden": M times the integral of the Gaussian-broadened density of all levels
       (Staats et al. Suppl. Eq. S3, `marchenko_pastur.broaden`, widths from the `window`-th
-      neighbours); it follows the density locally, over about `window` levels.
+      neighbours), in closed form: sum_k Phi((lambda - lambda_k) / sigma_k) with Phi the
+      normal cdf; it follows the density locally, over about `window` levels, at any scale.
 
     Returns a vectorised function of lambda.
     """
@@ -114,20 +114,21 @@ def smooth_staircase(levels, method: str = "poly", *, degree: int = 12, variable
             return poly(np.sqrt(np.clip(lam, 0, None)) if use_sqrt else lam)
 
         return staircase
-    # Gaussian broadening: broaden() wants non-negative values, so shift the levels (unfolding
-    # is translation invariant) and integrate on a grid of several points per mean spacing.
-    shifted = lv - lv[0]
-    span = shifted[-1]
-    w_lo = shifted[min(window, M - 1)] / 2               # Gaussian widths at the two ends,
-    w_hi = (span - shifted[max(M - 1 - window, 0)]) / 2  # as broaden() computes them
-    lo, hi = -4 * w_lo, span + 4 * w_hi
-    grid = np.linspace(lo, hi, max(4000, 8 * M))
-    _, dens = _mp.broaden(shifted, window=window, grid=grid)
-    cum = M * cumulative_trapezoid(dens, grid, initial=0.0)
-    origin = lv[0]
+    # Gaussian broadening in closed form: level k's Gaussian integrates to the normal cdf
+    # Phi((lambda - lambda_k) / sigma_k), so N_smooth(lambda) = sum_k Phi((lambda - lambda_k) / sigma_k),
+    # exact at every scale. (A grid over the whole span, as before, could not resolve a band
+    # of levels much narrower than the span: its levels all fell between two grid points.)
+    # Widths as broaden() computes them, from the levels shifted to start at 0.
+    widths = _mp._widths(lv - lv[0], window)
 
     def staircase(lam):
-        return np.interp(np.asarray(lam, dtype=float) - origin, grid, cum)
+        lam = np.asarray(lam, dtype=float)
+        flat = lam.reshape(-1)
+        out = np.empty(len(flat))
+        for start in range(0, len(flat), 256):  # chunks keep memory at 256 x M
+            z = (flat[start:start + 256, None] - lv[None, :]) / widths[None, :]
+            out[start:start + 256] = special.ndtr(z).sum(axis=1)
+        return out.reshape(lam.shape)
 
     return staircase
 
