@@ -214,16 +214,41 @@ def test_the_bounds_themselves_are_accepted():
 
 
 # --------------------------------------------------------------------------- icbrt
+class _Deadline:
+    """Raise TimeoutError in the test after `seconds` of wall time (SIGALRM, main thread)."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def __enter__(self):
+        import signal
+
+        def _raise(signum, frame):
+            raise TimeoutError(f"not done in {self.seconds} s")
+
+        self._old = signal.signal(signal.SIGALRM, _raise)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc):
+        import signal
+
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._old)
+
+
 def test_icbrt_is_the_integer_cube_root_also_where_floating_point_is_far_off():
-    # reference: bisection in a table of exact integer cubes
+    # reference: bisection in a table of exact integer cubes. The whole test takes
+    # milliseconds: the correction loops start from the floating-point root and take a few
+    # steps (a deadline of 5 s, so that a loop that walks from far away fails, not hangs)
     cubes = [k**3 for k in range(200)]
-    for n in range(0, 200**3, 997):
-        assert es.icbrt(n) == bisect.bisect_right(cubes, n) - 1, n
-    # near 10^48, n ** (1/3) in floating point is about 20 below the true root (1/3 is not
-    # exact and the error scales with log n): the correction loops must walk the whole way
-    for k in (10**16, 10**16 + 7, 3**33):
-        for n, want in ((k**3 - 1, k - 1), (k**3, k), (k**3 + 1, k), ((k + 1) ** 3 - 1, k)):
-            assert es.icbrt(n) == want, (k, n - k**3)
+    with _Deadline(5.0):
+        for n in range(0, 200**3, 997):
+            assert es.icbrt(n) == bisect.bisect_right(cubes, n) - 1, n
+        # near 10^48, n ** (1/3) in floating point is about 20 below the true root (1/3 is
+        # not exact and the error scales with log n): the second loop walks the whole way
+        for k in (10**16, 10**16 + 7, 3**33):
+            for n, want in ((k**3 - 1, k - 1), (k**3, k), (k**3 + 1, k), ((k + 1) ** 3 - 1, k)):
+                assert es.icbrt(n) == want, (k, n - k**3)
 
 
 # --------------------------------------------------------------------------- the statistic
