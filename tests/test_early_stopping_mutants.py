@@ -672,3 +672,49 @@ def test_no_warning_when_exactly_the_allowed_fraction_of_noise_exceeds_s_star(fr
     C = _C_with_s_star_equal_to(float(null[14]), 12)
     cb = es.SpectralEarlyStopping(["0"], C=C, types=False, method="fixed", level=0.75, samples=20)
     assert _warning_text(cb, net) == []
+
+
+def test_exact_statistic_with_a_bin_taller_than_the_mp_peak_against_quadrature():
+    # X = 1/4, eight times 1/2, 1: a = 1/4, b = 1, so sqrt a = 1/2, sqrt b = 1, sigma^2 = 9/16,
+    # c = 1/9; 2 floor(10^(1/3)) = 4 bins of width 3/16 holding 1, 8, 0, 1 values. The second
+    # bin (height 8 / (10 * 3/16) = 4.27) is above the MP peak (about 1.9): there p = h has no
+    # root (negative discriminant), which must cost no warning and no error
+    from scipy import integrate
+
+    X = np.array([0.25] + [0.5] * 8 + [1.0])
+    edges = 0.25 + 0.1875 * np.arange(5)
+    heights = np.array([1, 8, 0, 1]) / (10 * 0.1875)
+    sigma2, c = 9 / 16, 1 / 9
+    p = lambda x: math.sqrt(max((1 - x) * (x - 0.25), 0.0)) / (2 * math.pi * c * sigma2 * x)  # noqa: E731
+    assert heights[1] > 2 * max(p(x) for x in np.linspace(0.26, 0.99, 200))
+    want = sum(integrate.quad(lambda x, h=h: abs(h - p(x)), lo, hi, limit=200, epsabs=1e-12)[0]
+               for h, lo, hi in zip(heights, edges[:-1], edges[1:]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert es.statistic(X) == pytest.approx(want, abs=1e-8)
+
+
+def test_eight_eigenvalues_are_enough():
+    # MIN_EIGENVALUES = 8 (2 floor(8^(1/3)) = 4 bins): an 8 x 10 matrix is accepted
+    W = _noise(8, 10, seed=6)
+    X = np.linalg.svd(W, compute_uv=False) ** 2
+    assert es.spectral_distance(W) == pytest.approx(es.statistic(X), rel=1e-10)
+    assert es.statistic(X) == pytest.approx(_exact_reference(X), abs=1e-8)
+
+
+def _exact_reference(X):
+    """s_n by adaptive quadrature of |histogram - MP density| bin by bin (METHODS §6)."""
+    from scipy import integrate
+
+    X = np.sort(np.asarray(X, dtype=np.float64))
+    X = X / X[-1]
+    n, a, b = len(X), X[0], X[-1]
+    k = 0
+    while (k + 1) ** 3 <= n:
+        k += 1
+    hist, edges = np.histogram(X, bins=2 * k, range=(a, b), density=True)
+    sigma2 = ((math.sqrt(a) + math.sqrt(b)) / 2) ** 2
+    c = ((math.sqrt(b) - math.sqrt(a)) / (math.sqrt(b) + math.sqrt(a))) ** 2
+    p = lambda x: float(_mp_density(np.array([x]), sigma2, c)[0])  # noqa: E731
+    return sum(integrate.quad(lambda x, h=h: abs(h - p(x)), lo, hi, limit=200, epsabs=1e-12)[0]
+               for h, lo, hi in zip(hist, edges[:-1], edges[1:]))
