@@ -146,7 +146,12 @@ _BAD_ARGUMENTS = [
     # null_statistic
     (lambda: es.null_statistic(4, 10, samples=10, cache=False),
      "n must lie in [8, inf]; got 4 (the histogram statistic needs >= 8 eigenvalues)"),
-    (lambda: es.null_statistic(8, 0, samples=10, cache=False), "m must lie in [1, inf]; got 0"),
+    (lambda: es.null_statistic(8, 0, samples=10, cache=False),
+     "m must lie in [8, inf]; got 0 (the histogram statistic needs >= 8 eigenvalues)"),
+    # min(n, m) is the number of eigenvalues: a small m is refused like a small n (it was
+    # swapped into n after n's check: 5 eigenvalues, 2 bins, computed without a word)
+    (lambda: es.null_statistic(100, 5, samples=10, cache=False),
+     "m must lie in [8, inf]; got 5 (the histogram statistic needs >= 8 eigenvalues)"),
     (lambda: es.null_statistic(8, 10, samples=9, cache=False), "samples must lie in [10, inf]; got 9 (a null needs draws)"),
     (lambda: es.null_statistic(8, 10, samples=10, seed=-1, cache=False), "seed must lie in [0, inf]; got -1"),
     # the calibration's number of draws: ceil(1 / (1 - level)); 1 / (1 - 0.6) = 2.5 needs 3
@@ -159,7 +164,9 @@ _BAD_ARGUMENTS = [
     # threshold
     (lambda: es.threshold(1), "n must lie in [2, inf]; got 1 (log n must be positive)"),
     (lambda: es.threshold(100, C=0), "C must lie in (0, inf]; got 0.0 (C must be positive (Meng & Yao use 0.4 to 0.6))"),
-    (lambda: es.threshold(100, m=0), "m must lie in [1, inf]; got 0"),
+    (lambda: es.threshold(100, m=0), "m must lie in [2, inf]; got 0 (log min(n, m) must be positive)"),
+    # n = min(n, m): m = 1 gave n = 1 and s* = 0 with method="fixed" (every s_n fired)
+    (lambda: es.threshold(100, m=1, method="fixed"), "m must lie in [2, inf]; got 1 (log min(n, m) must be positive)"),
     (lambda: es.threshold(100, method="calibrated"),
      "method='calibrated' needs the layer's other dimension m (threshold(n, m=n0)); "
      "the null of s_n depends on the aspect ratio c = n / m"),
