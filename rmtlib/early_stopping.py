@@ -169,8 +169,9 @@ def null_statistic(n: int, m: int, *, samples: int = NULL_SAMPLES, seed: int = 0
     Dumitriu & Edelman (`marchenko_pastur.sample_spectrum`, exact in distribution, O(n^2)),
     seeded by (seed, n, m), and cached as JSON under the rmtlib cache; a damaged file is rebuilt.
     """
+    # both sides: the statistic has min(n, m) eigenvalues, whichever side is given first
     n = check_int(n, "n", min=MIN_EIGENVALUES, why="the histogram statistic needs >= 8 eigenvalues")
-    m = check_int(m, "m", min=1)
+    m = check_int(m, "m", min=MIN_EIGENVALUES, why="the histogram statistic needs >= 8 eigenvalues")
     n, m = min(n, m), max(n, m)
     samples = check_int(samples, "samples", min=10, why="a null needs draws")
     seed = check_int(seed, "seed", min=0)
@@ -225,8 +226,8 @@ def threshold(n: int, C: float = 0.4, *, m: int | None = None, method: str = "au
     n = check_int(n, "n", min=2, why="log n must be positive")
     C = check_float(C, "C", min=0, min_open=True, why="C must be positive (Meng & Yao use 0.4 to 0.6)")
     method = check_choice(method, "method", METHODS)
-    if m is not None:
-        m = check_int(m, "m", min=1)
+    if m is not None:  # n becomes min(n, m): m needs the same bound
+        m = check_int(m, "m", min=2, why="log min(n, m) must be positive")
         n, m = min(n, m), max(n, m)
     fixed = _fixed(n, C)
     if method == "fixed" or (method == "auto" and m is None):
