@@ -1,0 +1,271 @@
+"""porter_thomas as a whole module (issue 17, session 4): tests written against the survivors of
+the whole-module mutation run. Every expectation is independent of the code under test: whole
+error messages naming the argument, hand-worked values on exact boundaries, numpy/scipy
+references computed another way. Fast: small matrices and small nulls (samples=100..500)."""
+import math
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from rmtlib import porter_thomas as pt
+from rmtlib._io import cache_dir, load_checked
+
+
+def _raises(exc, message):
+    """pytest.raises matching the WHOLE message (a mutated name or text fails it)."""
+    return pytest.raises(exc, match="^" + re.escape(message) + "$")
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make any SVD fail loudly: arguments must be refused before the long work starts."""
+    def boom(*a, **k):
+        raise AssertionError("work started before the arguments were checked")
+    monkeypatch.setattr(pt.spectra, "svd", boom)
+
+
+def _noise(rows, cols, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, cols, generator=g, dtype=torch.float64) / math.sqrt(max(rows, cols))
+
+
+# --------------------------------------------------------------------------- analyze: arguments
+@pytest.mark.parametrize("kwargs, exc, message", [
+    (dict(seed="a"), TypeError, "seed must be an integer; got 'a' (str)"),
+    (dict(window=0), ValueError, "window must lie in [1, inf]; got 0"),
+    (dict(window=-1), ValueError, "window must lie in [1, inf]; got -1"),
+    (dict(window=2), ValueError, "window must be odd (a centred window); got 2"),
+    (dict(samples=99), ValueError, "samples must lie in [100, inf]; got 99"),
+    (dict(fpr=0), ValueError, "fpr must lie in (0, 1); got 0.0"),
+    (dict(fpr=-0.1), ValueError, "fpr must lie in (0, 1); got -0.1"),
+    (dict(fpr=1), ValueError, "fpr must lie in (0, 1); got 1.0"),
+    (dict(fpr=1.5), ValueError, "fpr must lie in (0, 1); got 1.5"),
+    (dict(confirm=0), ValueError, "confirm must lie in [1, inf]; got 0"),
+    (dict(control=1), TypeError, "control must be True or False; got 1"),
+])
+def test_analyze_refuses_bad_arguments_by_name_before_any_work(no_work, kwargs, exc, message):
+    with _raises(exc, message):
+        pt.analyze(_noise(20, 12), **kwargs)
+
+
+def test_analyze_messages_for_short_constant_zero_and_rank_one_matrices():
+    with _raises(ValueError, "the left singular vectors of a (9, 12) matrix have 9 entries; "
+                             "a KS test needs at least 10 (try the other side)"):
+        pt.analyze(_noise(9, 12), samples=100)
+    with _raises(ValueError, "W is all zero: its singular vectors are arbitrary, there is nothing "
+                             "to test; pass a weight matrix with varying entries"):
+        pt.analyze(torch.zeros(12, 12), samples=100)
+    with _raises(ValueError, "W is constant: its singular vectors are arbitrary, there is nothing "
+                             "to test; pass a weight matrix with varying entries"):
+        pt.analyze(torch.full((12, 12), -0.5), samples=100)
+    # one non-zero column: singular values (|c|, 0, ..., 0), rank exactly 1
+    W = torch.zeros(20, 12, dtype=torch.float64)
+    W[:, 0] = torch.arange(1, 21, dtype=torch.float64)
+    with _raises(ValueError, "W has numerical rank 1 (of 12): its singular vectors "
+                             "are not determined by it, there is nothing to test"):
+        pt.analyze(W, samples=100)
+
+
+def test_analyze_boundaries_of_its_arguments_are_accepted():
+    W = _noise(10, 12, seed=1)  # exactly MIN_LENGTH = 10 entries on the left side
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fewer vectors than a window
+        res = pt.analyze(W, samples=100, confirm=1, control=False)
+    assert res.length == 10 and len(res.pvalues) == 10 and res.alpha == pytest.approx(0.05 / 2)
+
+
+def test_analyze_of_a_rank_two_matrix_tests_two_vectors_and_says_so():
+    # rank 2 is the smallest rank analysed; the warning counts the 10 dropped vectors
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(30, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 12, generator=g, dtype=torch.float64)
+    with pytest.warns(UserWarning) as rec:
+        res = pt.analyze(W, samples=100, window=1, control=False)
+    msgs = [str(w.message) for w in rec]
+    assert "W has numerical rank 2 < 12: the singular vectors of the 10 zero singular values are " \
+           "arbitrary and are left out" in msgs
+    assert len(res.pvalues) == 2 and len(res.singular_values) == 2
+
+
+def test_analyze_warns_about_a_small_layer_with_the_whole_message():
+    with pytest.warns(UserWarning) as rec:
+        pt.analyze(_noise(20, 12, seed=2), samples=100, control=False)
+    assert [str(w.message) for w in rec] == [
+        "only 12 singular vectors, fewer than one window of 15: only strongly non-random single "
+        "vectors can be detected here"]
+
+
+def test_a_full_rank_layer_of_exactly_one_window_does_not_warn():
+    # 15 singular vectors, window 15, full rank, control on: nothing to warn about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = pt.analyze(_noise(30, 15, seed=4), samples=100)
+    assert len(res.pvalues) == 15
+
+
+def test_analyze_float32_input_is_computed_in_float64():
+    W = _noise(20, 15, seed=5).to(torch.float32)
+    res = pt.analyze(W, samples=100, control=False)
+    ref = np.linalg.svd(W.numpy().astype(np.float64), compute_uv=False)
+    # float64 SVD of the same (float32-valued) entries: agreement to ~1e-14, a float32 SVD to ~1e-7
+    assert np.allclose(res.singular_values, ref, rtol=1e-12, atol=0)
+
+
+def test_numpy_float32_rank_deficiency_is_judged_at_float32_precision():
+    # a rank-5 product rounded to float32: its 10 "zero" singular values are ~1e-7 of the
+    # largest, above float64's threshold (20 * 2.2e-16) but below float32's (20 * 1.2e-7)
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((20, 5)) @ rng.standard_normal((5, 15))).astype(np.float32)
+    s = np.linalg.svd(W.astype(np.float64), compute_uv=False)
+    assert s[5] / s[0] > 1e-12 and s[5] / s[0] < 20 * np.finfo(np.float32).eps
+    with pytest.warns(UserWarning, match=r"^W has numerical rank 5 < 15"):
+        res = pt.analyze(W, samples=100, control=False, window=3)
+    assert len(res.pvalues) == 5
+
+
+def test_analyze_accepts_nested_lists():
+    W = _noise(20, 15, seed=6)
+    res = pt.analyze(W.tolist(), samples=100, control=False)
+    assert np.allclose(res.singular_values, np.linalg.svd(W.numpy(), compute_uv=False), rtol=1e-12)
+
+
+def test_analyze_defaults_seed_samples_confirm_and_control_seed():
+    W = _noise(24, 15, seed=7)
+    res = pt.analyze(W)
+    U = np.linalg.svd(W.numpy(), full_matrices=False)[0].T  # left vectors as rows (length 24)
+    d = [stats.kstest(u, stats.norm(scale=1 / math.sqrt(24)).cdf).statistic for u in U]
+    null = pt.ks_null(24, samples=50_000, seed=0)
+    assert np.allclose(res.pvalues, pt.pvalues_from_null(d, null), atol=1e-12)
+    assert res.alpha == pytest.approx(0.05 / 4, rel=1e-15) and res.fpr == 0.05
+    # the control is the Gaussian matrix of seed + 1 = 1
+    C = pt.gaussian_control((24, 15), seed=1).numpy()
+    assert np.allclose(res.control_singular_values, np.linalg.svd(C, compute_uv=False), rtol=1e-12)
+    assert res.control_smoothed.shape == (15,) and res.control_n_above is not None
+
+
+def test_analyze_control_seed_follows_the_seed_and_is_absent_when_off():
+    W = _noise(20, 15, seed=8)
+    res = pt.analyze(W, seed=2, samples=100)
+    C = pt.gaussian_control((20, 15), seed=3).numpy()
+    assert np.allclose(res.control_singular_values, np.linalg.svd(C, compute_uv=False), rtol=1e-12)
+    off = pt.analyze(W, seed=2, samples=100, control=False)
+    assert off.control_singular_values.shape == (0,) and off.control_smoothed.shape == (0,)
+    assert off.control_n_above is None
+
+
+def test_analyze_passes_window_fpr_and_confirm_to_the_rule():
+    W = _noise(40, 20, seed=9)
+    res = pt.analyze(W, window=3, fpr=0.2, confirm=1, samples=200, control=False)
+    assert res.fpr == 0.2 and res.alpha == pytest.approx(0.1, rel=1e-15) and res.window == 3
+    p = res.pvalues
+    want_raw = int(np.argmax(p >= 0.1)) if (p >= 0.1).any() else len(p)
+    assert res.n_raw == want_raw
+    # below the raw top, the curve is the centred 3-window mean cut at the ends (by hand)
+    rest = p[res.n_raw:]
+    ref = np.array([rest[max(i - 1, 0): i + 2].mean() for i in range(len(rest))])
+    assert np.allclose(res.smoothed[res.n_raw:], ref, rtol=1e-12)
+
+
+def _localized(rows, cols, k, seed=0):
+    """Noise plus k planted singular vectors, each supported on 5 entries (p-value ~ 0)."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(rows, cols, generator=g, dtype=torch.float64) / math.sqrt(rows)
+    U = torch.zeros(rows, k, dtype=torch.float64)
+    for j in range(k):
+        U[5 * j: 5 * j + 5, j] = 1 / math.sqrt(5)
+    V = torch.linalg.qr(torch.randn(cols, k, generator=g, dtype=torch.float64))[0]
+    return W + U @ torch.diag(torch.tensor([50.0 - 10 * j for j in range(k)], dtype=torch.float64)) @ V.T
+
+
+def test_boundary_value_when_every_vector_is_informative():
+    # left vectors of a diagonal (20 x 12) matrix are unit basis vectors: p = 0 for all 12
+    W = torch.zeros(20, 12, dtype=torch.float64)
+    W[:12, :12] = torch.diag(torch.arange(12, 0, -1, dtype=torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = pt.analyze(W, samples=100, control=False)
+    assert res.n_above == 12 and res.n_raw == 12
+    assert res.boundary == 1.0 and res.fraction_above == 1.0  # the smallest singular value
+
+
+def test_boundary_value_with_one_informative_vector():
+    W = _localized(120, 60, 1, seed=0)
+    res = pt.analyze(W, samples=500, control=False)
+    sv = np.linalg.svd(W.numpy(), compute_uv=False)
+    assert res.n_above == 1
+    assert res.boundary == pytest.approx(sv[1], rel=1e-12)
+
+
+# --------------------------------------------------------------------------- small helpers
+def test_rows_messages_name_the_vectors():
+    with _raises(ValueError, "vectors: vectors of length 5 are too short for a meaningful KS test "
+                             "(need at least 10 entries)"):
+        pt.ks_distance(np.ones((2, 5)) / math.sqrt(5))
+    with _raises(ValueError, "vectors must be a 1-D array or a 2-D matrix; got shape (2, 2, 12) "
+                             "(use rmtlib.spectra.weight_matrix(layer) for a layer's weight)"):
+        pt.ks_distance(np.ones((2, 2, 12)))
+    with _raises(ValueError, "vectors: 1 of 1 rows are not unit vectors (for example norm 2); pass "
+                             "singular vectors, or normalise each row by its Euclidean norm first"):
+        pt.ks_distance(np.full(16, 0.5))
+
+
+def test_ks_distance_of_one_vector():
+    v = np.full(10, 1 / math.sqrt(10))  # a 1-D vector is one row: D = Phi(1) (hand-worked)
+    assert pt.ks_distance(v).shape == (1,)
+    assert pt.ks_distance(v)[0] == pytest.approx(stats.norm.cdf(1.0), rel=1e-12)
+
+
+def test_check_null_boundaries_and_messages():
+    ok = np.array([0.0, 0.5, 1.0])  # a KS distance may be exactly 0 or 1
+    assert pt._check_null(ok, 3) is ok
+    with _raises(ValueError, "contains distances outside [0, 1]"):
+        pt._check_null(np.array([0.1, 0.2, 1.5]), 3)
+    with _raises(ValueError, "is not sorted"):
+        pt._check_null(np.array([0.3, 0.2, 0.4]), 3)
+    with _raises(ValueError, "contains NaN or Inf"):
+        pt._check_null(np.array([0.1, np.inf, 0.3]), 3)
+
+
+def test_input_eps_is_the_precision_the_input_came_in():
+    assert pt._input_eps(np.zeros(3, dtype=np.float32)) == 2.0 ** -23
+    assert pt._input_eps(np.zeros(3, dtype=np.float16)) == 2.0 ** -10
+    assert pt._input_eps(np.zeros(3, dtype=np.int64)) == 2.0 ** -52
+    assert pt._input_eps([[1.0, 2.0]]) == 2.0 ** -52
+    assert pt._input_eps(torch.zeros(2, dtype=torch.bfloat16)) == 2.0 ** -7
+
+
+def test_numerical_rank_by_hand():
+    eps = 1 / 16  # dyadic values: the threshold S[0] * max(shape) * eps is exact
+    assert pt._numerical_rank(np.array([1.0, 0.25]), (4, 2), eps) == 1  # 0.25 == threshold: not counted
+    assert pt._numerical_rank(np.array([1.0, 0.0, 0.0]), (3, 3), 2.0 ** -52) == 1
+    assert pt._numerical_rank(np.array([0.5, 0.25]), (2, 2), 2.0 ** -52) == 2
+    assert pt._numerical_rank(np.array([0.0, 0.0]), (2, 2), 2.0 ** -52) == 0
+
+
+def test_null_path_is_under_the_ks_null_cache_folder():
+    assert pt._null_path(20, 100, 3) == cache_dir() / "ks_null" / "ks_null_L20_K100_s3.safetensors"
+
+
+def test_classical_ks_cdf_by_hand_and_its_messages():
+    # L = 1: D = max(U, 1 - U), so P(D <= d) = 2 d - 1 on [1/2, 1]
+    assert pt.classical_ks_cdf([0.7, 0.9], 1) == pytest.approx([0.4, 0.8], rel=1e-12)
+    with _raises(ValueError, "length must lie in [1, inf]; got 0"):
+        pt.classical_ks_cdf([0.1], 0)
+    with _raises(TypeError, "d must be an array of numbers; got a string"):
+        pt.classical_ks_cdf("0.1", 10)
+
+
+def test_gaussian_control_defaults_boundaries_and_messages():
+    g = torch.Generator().manual_seed(0)
+    want = torch.randn(1, 5, generator=g, dtype=torch.float64) / math.sqrt(5)
+    assert torch.equal(pt.gaussian_control((1, 5)), want)  # seed 0 by default, 1 row allowed
+    assert pt.gaussian_control((5, 1)).shape == (5, 1)
+    with _raises(ValueError, "shape[0] must lie in [1, inf]; got 0"):
+        pt.gaussian_control((0, 5))
+    with _raises(ValueError, "shape[1] must lie in [1, inf]; got 0"):
+        pt.gaussian_control((5, 0))
+    with _raises(TypeError, "seed must be an integer; got 'a' (str)"):
+        pt.gaussian_control((5, 5), seed="a")
