@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from scipy import special, stats
 
 from rmtlib import porter_thomas as pt
 from rmtlib._io import cache_dir, load_checked
@@ -269,3 +269,187 @@ def test_gaussian_control_defaults_boundaries_and_messages():
         pt.gaussian_control((5, 0))
     with _raises(TypeError, "seed must be an integer; got 'a' (str)"):
         pt.gaussian_control((5, 5), seed="a")
+
+
+# --------------------------------------------------------------------------- information_boundary
+@pytest.mark.parametrize("kwargs, exc, message", [
+    (dict(pvalues="p"), TypeError, "pvalues must be an array of numbers; got a string"),
+    (dict(pvalues=[0.5, 1.5]), ValueError, "pvalues must lie in [0, 1]"),
+    (dict(pvalues=[0.5, -0.5]), ValueError, "pvalues must lie in [0, 1]"),
+    (dict(window=2), ValueError, "window must be odd (a centred window); got 2"),
+    (dict(fpr=0), ValueError, "fpr must lie in (0, 1); got 0.0"),
+    (dict(fpr=-0.5), ValueError, "fpr must lie in (0, 1); got -0.5"),
+    (dict(fpr=1), ValueError, "fpr must lie in (0, 1); got 1.0"),
+    (dict(confirm=0), ValueError, "confirm must lie in [1, inf]; got 0"),
+])
+def test_information_boundary_refuses_bad_arguments_by_name(kwargs, exc, message):
+    args = dict(pvalues=[0.5] * 20)
+    args.update(kwargs)
+    p = args.pop("pvalues")
+    with _raises(exc, message):
+        pt.information_boundary(p, **args)
+
+
+def test_information_boundary_default_confirm_and_the_all_small_top():
+    assert pt.information_boundary([0.5] * 20).alpha == pytest.approx(0.05 / 4, rel=1e-15)
+    b = pt.information_boundary(np.full(8, 1e-4), window=3)
+    assert b.n_raw == 8 and b.n_above == 8  # every p-value below alpha: all single vectors
+
+
+def test_information_boundary_raw_test_is_strict_at_alpha():
+    alpha = 0.2 / 4  # fpr 0.2, confirm 3: alpha is exactly the float nearest 0.05
+    b = pt.information_boundary([alpha] + [0.5] * 10, window=1, fpr=0.2)
+    assert b.n_raw == 0 and b.n_above == 0  # p == alpha is not below alpha
+
+
+def test_information_boundary_band_edges_count_as_inside():
+    # window 1: each mean is one p-value, its band the size-1 band [lo, hi]; the first value
+    # (1.0) lies above hi, the second exactly on an edge, which counts as inside (>=, <=)
+    lo, hi = (float(x[0]) for x in pt.window_band([1], 0.1))
+    for edge in (lo, hi):
+        b = pt.information_boundary([1.0, edge], window=1, fpr=0.2, confirm=1)
+        assert b.n_raw == 0 and b.n_above == 1
+
+
+def test_information_boundary_confirms_with_fewer_windows_at_the_very_end():
+    # window 1, confirm 3: means = p; outside, outside, outside, inside, inside. Only two
+    # windows remain after position 3, both inside: the boundary is 3 (not 5)
+    b = pt.information_boundary([1.0, 1.0, 1.0, 0.5, 0.5], window=1, fpr=0.2, confirm=3)
+    assert b.n_raw == 0 and b.n_above == 3
+
+
+# --------------------------------------------------------------------------- ks_null, ks_pvalues
+@pytest.mark.parametrize("kwargs, exc, message", [
+    (dict(length=9), ValueError, "length must lie in [10, inf]; got 9 (a KS test on fewer entries says little)"),
+    (dict(samples=99), ValueError, "samples must lie in [100, inf]; got 99 (the null's resolution is 1/samples)"),
+    (dict(seed=-1), ValueError, "seed must lie in [0, inf]; got -1"),
+    (dict(seed="a"), TypeError, "seed must be an integer; got 'a' (str)"),
+    (dict(chunk=0), ValueError, "chunk must lie in [1, inf]; got 0 (vectors drawn per batch)"),
+    (dict(cache=1), TypeError, "cache must be True or False; got 1"),
+])
+def test_ks_null_refuses_bad_arguments_by_name(kwargs, exc, message):
+    args = dict(length=10, samples=100)
+    args.update(kwargs)
+    with _raises(exc, message):
+        pt.ks_null(**args)
+
+
+def _reference_null(length, samples, seed, chunk=4096):
+    """The null drawn the documented way: float32 N(0, 1) rows from torch's seeded generator,
+    normalized, KS distance to N(0, 1/L) by scipy (float64), sorted."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, samples, chunk):
+        n = min(chunk, samples - start)
+        g = torch.randn(n, length, generator=gen, dtype=torch.float32).numpy().astype(np.float64)
+        g = np.sort(g / np.linalg.norm(g, axis=1, keepdims=True), axis=1)
+        c = special.ndtr(g * math.sqrt(length))  # the N(0, 1/L) CDF, by scipy
+        i = np.arange(1, length + 1)
+        out.append(np.maximum((i / length - c).max(axis=1), (c - (i - 1) / length).max(axis=1)))
+    return np.sort(np.concatenate(out))
+
+
+def test_ks_null_defaults_and_smallest_arguments():
+    # default seed 0 and chunk 4096; samples = 100 and chunk = 1 are allowed; float32 draws
+    # put D within ~1e-6 of the float64 reference
+    ref = _reference_null(10, 100, 0)
+    assert np.allclose(pt.ks_null(10, samples=100, cache=False), ref, atol=1e-6)
+    assert np.allclose(pt.ks_null(10, samples=100, cache=False, chunk=1),
+                       _reference_null(10, 100, 0, chunk=1), atol=1e-6)
+    # more samples than one chunk: the draws come in batches of 4096 rows
+    assert np.allclose(pt.ks_null(10, samples=4200, cache=False), _reference_null(10, 4200, 0), atol=1e-6)
+    assert pt.ks_null(10).shape == (50_000,)
+
+
+def test_ks_null_does_not_depend_on_torch_default_dtype():
+    before = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        got = pt.ks_null(12, samples=200, seed=4, cache=False)
+    finally:
+        torch.set_default_dtype(before)
+    assert np.allclose(got, _reference_null(12, 200, 4), atol=1e-6)
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RMTLIB_CACHE", str(tmp_path))
+    pt._NULLS.clear()
+    yield tmp_path
+    pt._NULLS.clear()
+
+
+def test_ks_null_file_format(own_cache):
+    pt.ks_null(11, samples=100, seed=7)
+    tensors, meta = load_checked(own_cache / "ks_null" / "ks_null_L11_K100_s7.safetensors")
+    assert meta == {"kind": "ks_null", "key": [11, 100, 7], "format_version": 1}
+    assert np.allclose(tensors["null"].numpy(), _reference_null(11, 100, 7), atol=1e-6)
+
+
+def test_ks_null_without_cache_never_reads_the_disk(own_cache, monkeypatch):
+    pt.ks_null(11, samples=100, seed=8)  # on disk now
+    pt._NULLS.clear()
+
+    def boom(path):
+        raise AssertionError("read the disk with cache=False")
+    monkeypatch.setattr(pt, "load_checked", boom)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        null = pt.ks_null(11, samples=100, seed=8, cache=False)
+    assert null.flags.writeable and not pt._NULLS
+
+
+@pytest.mark.parametrize("meta", [
+    {"kind": "ks_null", "key": [11, 100, 0]},  # another table's key
+    {"kind": "ks_null"},  # no key at all
+    {"kind": "other", "key": [11, 100, 9]},  # not a null
+])
+def test_ks_null_file_of_another_table_is_rebuilt(own_cache, meta):
+    from rmtlib._io import save_checked
+    path = pt._null_path(11, 100, 9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checked(path, {"null": torch.linspace(0.1, 0.2, 100, dtype=torch.float64)}, meta)
+    with pytest.warns(UserWarning) as rec:
+        null = pt.ks_null(11, samples=100, seed=9)
+    assert [str(w.message) for w in rec] == [
+        "KS null cache ks_null_L11_K100_s9.safetensors unusable (contents do not match); rebuilding"]
+    assert np.allclose(null, _reference_null(11, 100, 9), atol=1e-6)
+
+
+def test_ks_null_that_cannot_be_saved_is_kept_in_memory_with_a_warning(own_cache, monkeypatch):
+    def full(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(pt, "save_checked", full)
+    with pytest.warns(UserWarning) as rec:
+        null = pt.ks_null(11, samples=100, seed=10)
+    assert [str(w.message) for w in rec] == [
+        "KS null could not be cached (OSError: disk full); it is kept in memory for this process only"]
+    assert pt.ks_null(11, samples=100, seed=10) is null
+
+
+def test_ks_pvalues_defaults_boundaries_and_messages():
+    rng = np.random.default_rng(11)
+    v = rng.standard_normal((3, 16))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    d = [stats.kstest(r, stats.norm(scale=1 / 4).cdf).statistic for r in v]
+    want = pt.pvalues_from_null(d, pt.ks_null(16, samples=50_000, seed=0))
+    assert np.allclose(pt.ks_pvalues(v), want, atol=1e-12)  # defaults: 50,000 samples, seed 0
+    assert pt.ks_pvalues(v, samples=100).shape == (3,)  # the smallest null allowed
+    with _raises(ValueError, "samples must lie in [100, inf]; got 99"):
+        pt.ks_pvalues(v, samples=99)
+    with _raises(TypeError, "seed must be an integer; got 'a' (str)"):
+        pt.ks_pvalues(v, seed="a")
+
+
+# --------------------------------------------------------------------------- pt_cdf, pvalues_from_null
+def test_pt_cdf_and_pvalues_from_null_messages():
+    with _raises(TypeError, "x must be an array of numbers; got a string"):
+        pt.pt_cdf("0.1", 10)
+    with _raises(ValueError, "length must lie in [1, inf]; got 0"):
+        pt.pt_cdf([0.1], 0)
+    with _raises(ValueError, "null must be sorted in increasing order (as ks_null returns it)"):
+        pt.pvalues_from_null([0.1], [0.3, 0.2])
+    with _raises(TypeError, "distances must be an array of numbers; got a string"):
+        pt.pvalues_from_null("0.1", [0.1, 0.2])
+    with _raises(TypeError, "null must be an array of numbers; got a string"):
+        pt.pvalues_from_null([0.1], "0.1")
