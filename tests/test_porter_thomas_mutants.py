@@ -453,3 +453,107 @@ def test_pt_cdf_and_pvalues_from_null_messages():
         pt.pvalues_from_null("0.1", [0.1, 0.2])
     with _raises(TypeError, "null must be an array of numbers; got a string"):
         pt.pvalues_from_null([0.1], "0.1")
+
+
+# --------------------------------------------------------------------------- window_average, window_band
+def test_window_average_default_window_and_messages():
+    x = np.arange(20.0)
+    # default window 15 (half-width 7): position 0 averages 0..7, position 10 averages 3..17
+    out = pt.window_average(x)
+    assert out[0] == 3.5 and out[10] == 10.0 and out[19] == np.mean(np.arange(12, 20))
+    with _raises(ValueError, "window must lie in [1, inf]; got -1"):
+        pt.window_average(x, -1)
+    with _raises(ValueError, "window=5 is larger than the number of values (3); use a smaller window"):
+        pt.window_average([1.0, 2.0, 3.0], 5)
+    with _raises(TypeError, "values must be an array of numbers; got a string"):
+        pt.window_average("123", 1)
+
+
+@pytest.mark.parametrize("alpha, message", [
+    (0, "alpha must lie in (0, 1); got 0.0"), (-0.5, "alpha must lie in (0, 1); got -0.5"),
+    (1, "alpha must lie in (0, 1); got 1.0"), (1.5, "alpha must lie in (0, 1); got 1.5"),
+])
+def test_window_band_refuses_alpha_outside_the_open_unit_interval(alpha, message):
+    with _raises(ValueError, message):
+        pt.window_band([5], alpha)
+
+
+def test_window_band_messages_for_sizes():
+    with _raises(TypeError, "sizes must be an array of numbers; got a string"):
+        pt.window_band("5", 0.1)
+    with _raises(ValueError, "sizes must be positive integers (numbers of p-values averaged); got [0.]"):
+        pt.window_band([0], 0.1)
+    # a single uniform p-value: the band is [alpha/2, 1 - alpha/2] (hand-worked)
+    lo, hi = pt.window_band([1, 1], 0.1)
+    assert np.allclose(lo, 0.05, rtol=1e-9) and np.allclose(hi, 0.95, rtol=1e-9)
+
+
+# --------------------------------------------------------------------------- PTResult.to_frame
+def test_to_frame_columns_and_band_edges():
+    sv = np.array([3.0, 2.0, 1.0, 0.5])
+    res = pt.PTResult(sv, np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.2, 0.8, 0.1, 0.95]),
+                      np.array([]), np.array([]), (0.2, 0.8), 2.0, 1, 0.25, "left", 20, 3,
+                      lower=np.array([0.2, 0.2, 0.2, 0.2]), upper=np.array([0.8, 0.8, 0.8, 0.8]))
+    f = res.to_frame()
+    assert list(f.columns) == ["rank", "singular_value", "pvalue", "smoothed", "lower", "upper",
+                               "outside_band"]
+    assert list(f["singular_value"]) == list(sv) and list(f["pvalue"]) == [0.1, 0.2, 0.3, 0.4]
+    assert list(f["smoothed"]) == [0.2, 0.8, 0.1, 0.95]
+    assert list(f["lower"]) == [0.2] * 4 and list(f["upper"]) == [0.8] * 4
+    # on an edge (0.2 = lower, 0.8 = upper) is inside; 0.1 and 0.95 are outside
+    assert list(f["outside_band"]) == [False, False, True, True]
+
+
+# --------------------------------------------------------------------------- two_sigma_boundary
+@pytest.mark.parametrize("kwargs, exc, message", [
+    (dict(pvalues="p"), TypeError, "pvalues must be an array of numbers; got a string"),
+    (dict(pvalues=[0.5, 1.2]), ValueError, "pvalues must lie in [0, 1]"),
+    (dict(pvalues=[-0.1, 0.5]), ValueError, "pvalues must lie in [0, 1]"),
+    (dict(window=0), ValueError, "window must lie in [1, inf]; got 0"),
+    (dict(window=-1), ValueError, "window must lie in [1, inf]; got -1"),
+    (dict(window=4), ValueError, "window must be odd (a centred window); got 4"),
+    (dict(sigma=0), ValueError, "sigma must lie in (0, 0.5]; got 0.0 (the standard deviation of a "
+                                "window mean of p-values, e.g. 0.05)"),
+    (dict(sigma=-0.1), ValueError, "sigma must lie in (0, 0.5]; got -0.1 (the standard deviation of "
+                                   "a window mean of p-values, e.g. 0.05)"),
+    (dict(sigma=0.6), ValueError, "sigma must lie in (0, 0.5]; got 0.6 (the standard deviation of a "
+                                  "window mean of p-values, e.g. 0.05)"),
+    (dict(sigma="0.05"), TypeError, "sigma must be a real number; got '0.05' (str)"),
+    (dict(k=0), ValueError, "k must lie in (0, inf]; got 0.0 (how many standard deviations, e.g. 2)"),
+    (dict(k=-1), ValueError, "k must lie in (0, inf]; got -1.0 (how many standard deviations, e.g. 2)"),
+    (dict(k="2"), TypeError, "k must be a real number; got '2' (str)"),
+])
+def test_two_sigma_boundary_refuses_bad_arguments_by_name(kwargs, exc, message):
+    args = dict(pvalues=[0.5] * 20)
+    args.update(kwargs)
+    p = args.pop("pvalues")
+    with _raises(exc, message):
+        pt.two_sigma_boundary(p, **args)
+
+
+def test_two_sigma_boundary_accepts_its_boundaries():
+    # p-values exactly 0 and 1, window 1, sigma 0.5 (the largest allowed): threshold 0.5 - k/2
+    assert pt.two_sigma_boundary([0.0, 1.0, 0.5], 1, sigma=0.5, k=0.5) == 1  # 0 < 0.25
+    assert pt.two_sigma_boundary([1.0, 0.0], 1, sigma=0.125, k=1) == 0
+
+
+def test_two_sigma_boundary_defaults_by_hand():
+    # 20 zeros then 0.5 (see test_pt_paper_rule): defaults window 15, k 2, exact sigma
+    # sqrt(1/180): 23 leading means lie below 0.5 - 2 sigma
+    assert pt.two_sigma_boundary(np.r_[np.zeros(20), np.full(200, 0.5)]) == 23
+    # window 1, k 1: default sigma = sqrt(1/12) = 0.288675, threshold 0.211325
+    assert pt.two_sigma_boundary([0.2, 0.9], 1, k=1) == 1
+    assert pt.two_sigma_boundary([0.215, 0.9], 1, k=1) == 0  # above 0.211 (below 1/2 - 1/sqrt(13))
+    # window 3, k 1: sigma = 1/6, threshold 1/3; means 0.3, 0.3, 0.5, ...
+    assert pt.two_sigma_boundary([0.3, 0.3, 0.3, 0.9, 0.9, 0.9], 3, k=1) == 2
+    # k = 2 by default: with sigma = 0.125 the threshold is exactly 0.25
+    assert pt.two_sigma_boundary([0.2, 0.3], 1, sigma=0.125) == 1
+
+
+def test_two_sigma_boundary_is_strict_and_uses_the_window_means():
+    # dyadic threshold 0.5 - 2 * 0.125 = 0.25: a mean equal to it is not below
+    assert pt.two_sigma_boundary([0.25, 0.1], 1, sigma=0.125, k=2) == 0
+    # window 3, means (by hand): [0.1, 0.1, 0.3667, 0.5, 0.5]; threshold 0.25 -> 2
+    assert pt.two_sigma_boundary([0.1, 0.1, 0.1, 0.9, 0.5], 3, sigma=0.125, k=2) == 2
+    assert pt.two_sigma_boundary([0.1, 0.1, 0.1], 3, sigma=0.125, k=2) == 3  # all below
+    assert pt.two_sigma_boundary([0.9, 0.1, 0.1], 3, sigma=0.125, k=2) == 0
