@@ -3,6 +3,7 @@ the whole-module mutation run. Every expectation is independent of the code unde
 error messages naming the argument, hand-worked values on exact boundaries, numpy/scipy
 references computed another way. Fast: small matrices and small nulls (samples=100..500)."""
 import math
+import os
 import re
 import warnings
 
@@ -13,6 +14,12 @@ from scipy import special, stats
 
 from rmtlib import porter_thomas as pt
 from rmtlib._io import cache_dir, load_checked
+
+
+def _outside_the_module(rec):
+    """Every warning is attributed to a caller, not to a line of porter_thomas.py itself
+    (a missing stacklevel would point at the `warnings.warn` line)."""
+    return all(os.path.basename(w.filename) != "porter_thomas.py" for w in rec)
 
 
 def _raises(exc, message):
@@ -88,6 +95,7 @@ def test_analyze_of_a_rank_two_matrix_tests_two_vectors_and_says_so():
     assert "W has numerical rank 2 < 12: the singular vectors of the 10 zero singular values are " \
            "arbitrary and are left out" in msgs
     assert len(res.pvalues) == 2 and len(res.singular_values) == 2
+    assert _outside_the_module(rec)
 
 
 def test_analyze_warns_about_a_small_layer_with_the_whole_message():
@@ -96,6 +104,7 @@ def test_analyze_warns_about_a_small_layer_with_the_whole_message():
     assert [str(w.message) for w in rec] == [
         "only 12 singular vectors, fewer than one window of 15: only strongly non-random single "
         "vectors can be detected here"]
+    assert _outside_the_module(rec)
 
 
 def test_a_full_rank_layer_of_exactly_one_window_does_not_warn():
@@ -126,9 +135,10 @@ def test_numpy_float32_rank_deficiency_is_judged_at_float32_precision():
     assert len(res.pvalues) == 5
 
 
+@pytest.mark.filterwarnings("error")  # nothing to warn about (no deprecated numpy calls either)
 def test_analyze_accepts_nested_lists():
     W = _noise(20, 15, seed=6)
-    res = pt.analyze(W.tolist(), samples=100, control=False)
+    res = pt.analyze(W.tolist(), samples=100)
     assert np.allclose(res.singular_values, np.linalg.svd(W.numpy(), compute_uv=False), rtol=1e-12)
 
 
@@ -229,6 +239,7 @@ def test_check_null_boundaries_and_messages():
         pt._check_null(np.array([0.1, np.inf, 0.3]), 3)
 
 
+@pytest.mark.filterwarnings("error")  # np.finfo(None) is deprecated: it will raise in numpy
 def test_input_eps_is_the_precision_the_input_came_in():
     assert pt._input_eps(np.zeros(3, dtype=np.float32)) == 2.0 ** -23
     assert pt._input_eps(np.zeros(3, dtype=np.float16)) == 2.0 ** -10
@@ -413,6 +424,7 @@ def test_ks_null_file_of_another_table_is_rebuilt(own_cache, meta):
         null = pt.ks_null(11, samples=100, seed=9)
     assert [str(w.message) for w in rec] == [
         "KS null cache ks_null_L11_K100_s9.safetensors unusable (contents do not match); rebuilding"]
+    assert _outside_the_module(rec)
     assert np.allclose(null, _reference_null(11, 100, 9), atol=1e-6)
 
 
@@ -424,6 +436,7 @@ def test_ks_null_that_cannot_be_saved_is_kept_in_memory_with_a_warning(own_cache
         null = pt.ks_null(11, samples=100, seed=10)
     assert [str(w.message) for w in rec] == [
         "KS null could not be cached (OSError: disk full); it is kept in memory for this process only"]
+    assert _outside_the_module(rec)
     assert pt.ks_null(11, samples=100, seed=10) is null
 
 
