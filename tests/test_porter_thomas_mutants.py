@@ -570,3 +570,17 @@ def test_two_sigma_boundary_is_strict_and_uses_the_window_means():
     assert pt.two_sigma_boundary([0.1, 0.1, 0.1, 0.9, 0.5], 3, sigma=0.125, k=2) == 2
     assert pt.two_sigma_boundary([0.1, 0.1, 0.1], 3, sigma=0.125, k=2) == 3  # all below
     assert pt.two_sigma_boundary([0.9, 0.1, 0.1], 3, sigma=0.125, k=2) == 0
+
+
+# --------------------------------------------------------------------------- other devices
+def test_rows_on_another_device_are_sorted_and_measured_there():
+    # the meta device carries shapes only: enough to show that a non-CPU tensor takes the
+    # torch route (numpy cannot read it), is sorted along each row and stays on its device
+    v = torch.empty(3, 12, device="meta", dtype=torch.float64)
+    s = pt._sort_rows(v)
+    assert s.shape == (3, 12) and s.device.type == "meta"
+    d = pt._ks_distance(v)
+    assert d.shape == (3,) and d.device.type == "meta"
+    # and on the CPU the rows are sorted one by one (numpy's sort, row-wise)
+    x = torch.tensor([[3.0, 1.0, 2.0], [0.0, -1.0, 5.0]], dtype=torch.float64)
+    assert torch.equal(pt._sort_rows(x), torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.0, 5.0]], dtype=torch.float64))
