@@ -222,6 +222,17 @@ def test_rows_messages_name_the_vectors():
         pt.ks_distance(np.full(16, 0.5))
 
 
+def test_rows_names_the_argument_it_is_given():
+    # the private door takes the caller's name and passes it on to both checks
+    with _raises(ValueError, "u: 1 of 1 rows are not unit vectors (for example norm 2); pass "
+                             "singular vectors, or normalise each row by its Euclidean norm first"):
+        pt._rows(np.full(16, 0.5), "u")
+    with _raises(ValueError, "u must be a 1-D array or a 2-D matrix; got shape (2, 2, 12) "
+                             "(use rmtlib.spectra.weight_matrix(layer) for a layer's weight)"):
+        pt._rows(np.ones((2, 2, 12)), "u")
+    assert pt._rows(np.full(16, 2.0), "u", unit=False).shape == (1, 16)
+
+
 def test_ks_distance_of_one_vector():
     v = np.full(10, 1 / math.sqrt(10))  # a 1-D vector is one row: D = Phi(1) (hand-worked)
     assert pt.ks_distance(v).shape == (1,)
