@@ -325,12 +325,15 @@ def test_information_boundary_raw_test_is_strict_at_alpha():
 
 
 def test_information_boundary_band_edges_count_as_inside():
-    # window 1: each mean is one p-value, its band the size-1 band [lo, hi]; the first value
-    # (1.0) lies above hi, the second exactly on an edge, which counts as inside (>=, <=)
-    lo, hi = (float(x[0]) for x in pt.window_band([1], 0.1))
+    # window 1: each mean is one p-value, its band the size-1 band [alpha/2, 1 - alpha/2]
+    # (uniform quantiles); fpr 0.5, confirm 1: alpha = 0.25, band [0.125, 0.875], dyadic so
+    # that the window sums are exact. The first value (1.0) lies above the band, the second
+    # exactly on an edge, which counts as inside (>=, <=)
+    lo, hi = (float(x[0]) for x in pt.window_band([1], 0.25))
+    assert (lo, hi) == (0.125, 0.875)
     for edge in (lo, hi):
-        b = pt.information_boundary([1.0, edge], window=1, fpr=0.2, confirm=1)
-        assert b.n_raw == 0 and b.n_above == 1
+        b = pt.information_boundary([1.0, edge], window=1, fpr=0.5, confirm=1)
+        assert b.n_raw == 0 and b.n_above == 1 and b.curve[1] == edge
 
 
 def test_information_boundary_confirms_with_fewer_windows_at_the_very_end():
