@@ -291,6 +291,7 @@ def test_prune_units_passes_criterion_remove_and_seed_on():
     for seed, kw in ((0, {}), (3, {"seed": 3})):
         perm = torch.randperm(5, generator=torch.Generator().manual_seed(seed)).tolist()
         assert kept(R.prune_units(net, "0", "random", 2, **kw)) == sorted(perm[2:])
+        assert kept(R.prune_units(net, "0", "random", 1, **kw)) == sorted(perm[1:])  # seeds 0, 1 differ here
     norms = W.norm(dim=1).numpy()
     assert kept(R.prune_units(net, "0", "magnitude", 2, remove="largest")) == sorted(np.argsort(norms)[:3].tolist())
     # frame potential: the first row removed is the one with the smallest contribution (not the smallest norm)
@@ -386,6 +387,12 @@ def test_unit_graph_messages_and_the_clamped_cosine():
     assert G[0][1]["weight"] == 1.0
     e8 = float(torch.exp(torch.tensor(-8.0, dtype=torch.float64)))
     assert G[0][2]["weight"] == e8 and G[1][2]["weight"] == e8
+    # rows u, -9.78 u: their cosine comes out as -1.0000000000000004, 2 ulps below -1 (one ulp is lost in
+    # 1 - cos); clamped, the weight is exactly exp(-8)
+    u = torch.tensor([0.9923992315493617, -2.2019845436683654, -0.723615574607039, 1.068257455931333],
+                     dtype=torch.float64)
+    G = R.unit_graph(torch.stack([u, -9.777552940189594 * u]), threshold=0.0)
+    assert G[0][1]["weight"] == e8
 
 
 def test_graph_summary_by_hand():
@@ -459,5 +466,39 @@ def test_drawing_uses_the_given_axes_positions_colour_and_alpha():
         ref = R.force_layout(G, seed=4)
         assert all(np.array_equal(got[n], ref[n]) for n in G)
         assert not all(np.array_equal(got[n], R.force_layout(G, seed=0)[n]) for n in G)
+    finally:
+        plt.close(fig)
+
+
+def test_criterion_and_remove_messages_name_the_argument():
+    with pytest.raises(ValueError, match=whole(
+            "criterion must be one of ['magnitude', 'frame_potential', 'random', 'max_mag_pruning', "
+            "'min_mag_pruning', 'max_fp_pruning', 'min_fp_pruning', 'random_pruning']; got 'norm'")):
+        R.removal_order(torch.eye(2), "norm")
+    with pytest.raises(ValueError, match=whole("remove must be one of ['smallest', 'largest']; got 'big'")):
+        R.removal_order(torch.eye(2), "magnitude", remove="big")
+
+
+def test_elbow_of_a_flat_tail_divides_by_nothing():
+    # r(1) = r(M-1) = 0: the rule has no span to scale by; rank 1 without a 0/0 (no RuntimeWarning)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert R.elbow([2.0, 0.0, 0.0, 0.0, 0.0]) == 1
+
+
+def test_drawing_clips_edge_opacity_to_the_unit_interval():
+    # a graph built elsewhere may carry weights outside (0, 1]: opacity 0.3 + 0.7 w is clipped to [0, 1]
+    import networkx as nx
+
+    G = nx.Graph()
+    G.add_nodes_from((i, {"norm": 1.0}) for i in range(3))
+    G.add_weighted_edges_from([(0, 1, 2.0), (1, 2, -1.0)])
+    fig, ax = plt.subplots()
+    try:
+        R.draw_unit_graph(G, ax, pos={i: np.array([float(i), 0.0]) for i in range(3)})
+        edges = [c for c in ax.collections if isinstance(c, LineCollection)][0]
+        np.testing.assert_allclose(edges.get_edgecolor()[:, 3], [1.0, 0.0])
     finally:
         plt.close(fig)
