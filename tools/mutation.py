@@ -46,7 +46,7 @@ MODULES = {
     "filtering": ["test_filtering_removal.py", "test_filtering_shift.py"],
     "early_stopping": ["test_properties_mp.py"],
     "spectra": [],
-    "data": [],
+    "data": ["test_trust.py", "test_train_mutants.py"],
     "train": [],
     "ensemble": [],
     "level_statistics": [],
