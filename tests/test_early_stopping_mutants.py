@@ -267,8 +267,9 @@ def _mp_density(x, sigma2, c):
     return np.where(inside, np.sqrt((b - xs) * (xs - a)) / (2 * math.pi * c * sigma2 * xs), 0.0)
 
 
-def _midpoint_reference(X, points):
-    """s_n with `points` midpoints per bin, from its definition (METHODS §6)."""
+def _reference_bins(X):
+    """The histogram of X / max X in 2 floor(cbrt n) bins, and the MP sigma^2, c fixed by its
+    smallest and largest value (METHODS §6), written out for the references below."""
     X = np.sort(np.asarray(X, dtype=np.float64))
     X = X / X[-1]
     n, a, b = len(X), X[0], X[-1]
@@ -278,6 +279,12 @@ def _midpoint_reference(X, points):
     hist, edges = np.histogram(X, bins=2 * k, range=(a, b), density=True)
     sigma2 = ((math.sqrt(a) + math.sqrt(b)) / 2) ** 2
     c = ((math.sqrt(b) - math.sqrt(a)) / (math.sqrt(b) + math.sqrt(a))) ** 2
+    return hist, edges, a, b, k, sigma2, c
+
+
+def _midpoint_reference(X, points):
+    """s_n with `points` midpoints per bin, from its definition (METHODS §6)."""
+    hist, edges, a, b, k, sigma2, c = _reference_bins(X)
     width = (b - a) / (2 * k)
     x = edges[:-1, None] + (np.arange(points)[None, :] + 0.5) / points * width
     return float(np.sum(np.abs(hist[:, None] - _mp_density(x, sigma2, c))) * width / points)
@@ -713,15 +720,7 @@ def _exact_reference(X):
     """s_n by adaptive quadrature of |histogram - MP density| bin by bin (METHODS §6)."""
     from scipy import integrate
 
-    X = np.sort(np.asarray(X, dtype=np.float64))
-    X = X / X[-1]
-    n, a, b = len(X), X[0], X[-1]
-    k = 0
-    while (k + 1) ** 3 <= n:
-        k += 1
-    hist, edges = np.histogram(X, bins=2 * k, range=(a, b), density=True)
-    sigma2 = ((math.sqrt(a) + math.sqrt(b)) / 2) ** 2
-    c = ((math.sqrt(b) - math.sqrt(a)) / (math.sqrt(b) + math.sqrt(a))) ** 2
+    hist, edges, a, b, k, sigma2, c = _reference_bins(X)
     p = lambda x: float(_mp_density(np.array([x]), sigma2, c)[0])  # noqa: E731
     return sum(integrate.quad(lambda x, h=h: abs(h - p(x)), lo, hi, limit=200, epsabs=1e-12)[0]
                for h, lo, hi in zip(hist, edges[:-1], edges[1:]))
