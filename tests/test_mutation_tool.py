@@ -1,6 +1,7 @@
 """tools/mutation.py's survivors-only rerun (issue 17): when it may reuse a whole run, and how
 it adds the rerun to that run's score. Hand-made summaries; mutmut is not run."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,14 @@ def test_a_rerun_of_other_mutants_is_refused():
                  survivor_names=[], no_tests_names=[], wall_s=1.0, tests=[], date="")
     with pytest.raises(ValueError, match="cannot update a run with 2 survivors and 1 untested"):
         M.merge_rerun(whole_run(), rerun, 2)
+
+
+def test_recording_one_module_keeps_the_entries_other_runs_wrote_meanwhile(tmp_path):
+    path = tmp_path / "summary.json"
+    M.record(path, "spectra", {"killed": 1})
+    # another run (started earlier, so its in-memory summary lacks spectra) records its module
+    M.record(path, "data", {"killed": 2})
+    assert json.loads(path.read_text()) == {"spectra": {"killed": 1}, "data": {"killed": 2}}
+    M.record(path, "spectra", {"killed": 3})
+    assert json.loads(path.read_text()) == {"spectra": {"killed": 3}, "data": {"killed": 2}}
+    assert not list(tmp_path.glob("*.tmp"))

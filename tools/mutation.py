@@ -166,6 +166,22 @@ def merge_rerun(prev: dict, rerun: dict, n_rerun: int) -> dict:
                                     "whole_run_wall_s": prev["wall_s"]})
 
 
+def record(summary_path: Path, module: str, entry: dict) -> dict:
+    """Write `entry` as `module`'s line of the summary and return the whole summary.
+
+    The file is read again under a lock and only this module's entry replaced, so runs of
+    different modules in parallel (each one takes an hour) keep each other's results; it is
+    replaced atomically, so it is never half-written."""
+    from filelock import FileLock
+    with FileLock(str(summary_path) + ".lock"):
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        summary[module] = entry
+        tmp = summary_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=1))
+        tmp.replace(summary_path)
+    return summary
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", default=list(MODULES), help="modules to test (default: all)")
@@ -216,10 +232,7 @@ def main(argv=None) -> int:
                   f"{rerun['killed']} now killed", flush=True)
         else:
             s["sampled"] = bool(args.sample)
-        summary[module] = s
-        tmp = summary_path.with_suffix(".json.tmp")  # never a half-written summary
-        tmp.write_text(json.dumps(summary, indent=1))
-        tmp.replace(summary_path)
+        summary = record(summary_path, module, s)
         print(f"{module}: {'sample of ' if args.sample else ''}{s['total']} mutants: killed {s['killed']}, "
               f"survived {s['survived']}, timeout {s['timeout']}, no tests {s['no_tests']}, "
               f"not run {s['not_run']}, other {s['other']}; wall {wall:.0f} s"
