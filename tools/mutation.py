@@ -43,7 +43,7 @@ MODULES = {
     "porter_thomas": ["test_properties_pt.py", "test_pt_paper_rule.py", "test_input_door_pt.py",
                       "test_trust.py"],
     "marchenko_pastur": ["test_properties_mp.py", "test_usvt.py"],
-    "filtering": ["test_filtering_removal.py", "test_filtering_shift.py"],
+    "filtering": ["test_input_door_pt.py", "test_properties_pt.py", "test_ensemble.py"],
     "early_stopping": ["test_properties_mp.py"],
     "spectra": [],
     "data": ["test_trust.py", "test_train_mutants.py"],
