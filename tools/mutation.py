@@ -9,6 +9,7 @@ the tests changed, so a kept folder would report killed mutants as survivors.
 
     python tools/mutation.py [MODULE ...] [--max-children 2]
     python tools/mutation.py MODULE --survivors   # rerun only the last whole run's survivors
+    python tools/mutation.py MODULE --survivors --only 'rmtlib.MODULE.x__main*'   # a look, not recorded
 
 `--survivors` is the cheap way to score new tests: it reruns only the mutants that survived
 the module's last whole-module run or had no test (read from summary.json) and adds the newly killed ones to
@@ -193,9 +194,14 @@ def main(argv=None) -> int:
     ap.add_argument("--survivors", action="store_true",
                     help="rerun only the survivors of the module's last whole run and add the newly "
                          "killed to its score (tests added since; module source unchanged)")
+    ap.add_argument("--only", metavar="GLOB",
+                    help="with --survivors: rerun only the survivors whose names match GLOB (e.g. "
+                         "'rmtlib.data.x__main*') and print their fates; the summary is not changed")
     args = ap.parse_args(argv)
     if args.survivors and args.sample:
         ap.error("--survivors and --sample exclude each other")
+    if args.only and not args.survivors:
+        ap.error("--only needs --survivors (it picks among the last whole run's survivors)")
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         ap.error(f"unknown modules {unknown}; choose from {list(MODULES)}")
@@ -206,8 +212,12 @@ def main(argv=None) -> int:
         prev = None
         if args.survivors:
             prev, names = previous_survivors(summary, module)
+            if args.only:
+                import fnmatch
+
+                names = [n for n in names if fnmatch.fnmatchcase(n, args.only)]
             if not names:
-                print(f"{module}: its last whole run left no survivors; nothing to rerun")
+                print(f"{module}: no survivors{' match ' + repr(args.only) if args.only else ''} in its last whole run; nothing to rerun")
                 continue
         work = prepare(module)
         t0 = time.monotonic()
@@ -226,6 +236,13 @@ def main(argv=None) -> int:
         s.update(wall_s=round(wall, 1), tests=files, date=time.strftime("%Y-%m-%d"),
                  sample_seed=args.seed if args.sample else None, max_children=args.max_children,
                  source_sha256=source_sha256(module))
+        if args.only:  # a partial look: the whole run's record stays as it was
+            print(f"{module}: {len(names)} survivors matching {args.only!r} rerun: killed {s['killed']}, "
+                  f"survived {s['survived']}, timeout {s['timeout']}, no tests {s['no_tests']}, "
+                  f"other {s['other']}; wall {wall:.0f} s (not recorded)", flush=True)
+            for name in s["survivor_names"] + s["no_tests_names"]:
+                print("   still alive:", name)
+            continue
         if prev is not None:  # the whole run's score, with the survivors' new fates
             rerun, s = s, merge_rerun(prev, s, len(names))
             print(f"{module}: reran the {len(names)} survivors of the whole run: "
