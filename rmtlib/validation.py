@@ -140,9 +140,8 @@ def check_int(value, name: str, *, min: int | None = None, max: int | None = Non
         raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__})")
     v = int(value)
     if (min is not None and v < min) or (max is not None and v > max):
-        lo = "-inf" if min is None else min
-        hi = "inf" if max is None else max
-        raise ValueError(f"{name} must lie in [{lo}, {hi}]; got {v}" + (f" ({why})" if why else ""))
+        rng = f"{'(-inf' if min is None else f'[{min}'}, {'inf)' if max is None else f'{max}]'}"
+        raise ValueError(f"{name} must lie in {rng}; got {v}" + (f" ({why})" if why else ""))
     if odd and v % 2 == 0:
         raise ValueError(f"{name} must be odd (a centred window); got {v}")
     return v
@@ -161,9 +160,10 @@ def check_float(value, name: str, *, min: float | None = None, max: float | None
     low_bad = min is not None and (v <= min if min_open else v < min)
     high_bad = max is not None and (v >= max if max_open else v > max)
     if low_bad or high_bad:
-        lo = "-inf" if min is None else min
-        hi = "inf" if max is None else max
-        rng = f"{'(' if min_open else '['}{lo}, {hi}{')' if max_open else ']'}"
+        # an unbounded end is open: "[0, inf)", "(-inf, 1.0]"
+        lo = "(-inf" if min is None else f"{'(' if min_open else '['}{min}"
+        hi = "inf)" if max is None else f"{max}{')' if max_open else ']'}"
+        rng = f"{lo}, {hi}"
         raise ValueError(f"{name} must lie in {rng}; got {v}" + (f" ({why})" if why else ""))
     return v
 

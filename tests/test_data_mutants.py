@@ -26,7 +26,7 @@ ANOVA_SMALL = dict(dim=4, classes=2, n_per_class=20, n_test_per_class=10, n_val=
 def test_anova_options_are_refused_naming_the_option():
     # sigma is a noise standard deviation: sigma = 0 is refused (open lower bound), and the
     # smallest positive value is accepted
-    with pytest.raises(ValueError, match=r"sigma must lie in \(0\.0, inf\]; got 0\.0 \(the noise standard"):
+    with pytest.raises(ValueError, match=r"sigma must lie in \(0\.0, inf\); got 0\.0 \(the noise standard"):
         data.load("anova-d2", sigma=0.0, **ANOVA_SMALL)
     assert data.load("anova-d2", sigma=1e-6, **ANOVA_SMALL).info["sigma"] == 1e-6
     with pytest.raises(ValueError, match="delta must be finite"):

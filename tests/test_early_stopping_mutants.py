@@ -30,7 +30,7 @@ def test_statistic_names_its_arguments_and_says_what_to_do():
 
 
 def test_null_and_calibration_arguments_are_refused_by_name():
-    with pytest.raises(ValueError, match=r"^n must lie in \[8, inf\]; got 4"):
+    with pytest.raises(ValueError, match=r"^n must lie in \[8, inf\); got 4"):
         es.null_statistic(4, 10, samples=10, cache=False)
     # the level is a quantile strictly below 1 (open bound): 1.0 and above are refused by name
     for level in (1.0, 1.5):
@@ -129,13 +129,13 @@ from rmtlib import marchenko_pastur as mp
 
 _BAD_ARGUMENTS = [
     # icbrt: n >= 0
-    (lambda: es.icbrt(-1), "n must lie in [0, inf]; got -1"),
+    (lambda: es.icbrt(-1), "n must lie in [0, inf); got -1"),
     # mp_parameters: 0 <= a < b
-    (lambda: es.mp_parameters(-1, 1), "a must lie in [0, inf]; got -1.0"),
-    (lambda: es.mp_parameters(0, -1), "b must lie in [0, inf]; got -1.0"),
+    (lambda: es.mp_parameters(-1, 1), "a must lie in [0, inf); got -1.0"),
+    (lambda: es.mp_parameters(0, -1), "b must lie in [0, inf); got -1.0"),
     (lambda: es.mp_parameters(1, 1), "need 0 <= a < b for the MP edges; got a=1.0, b=1.0 (all eigenvalues equal?)"),
     # statistic and spectral_distance
-    (lambda: es.statistic(np.arange(1.0, 20.0), points_per_bin=0), "points_per_bin must lie in [1, inf]; got 0"),
+    (lambda: es.statistic(np.arange(1.0, 20.0), points_per_bin=0), "points_per_bin must lie in [1, inf); got 0"),
     (lambda: es.statistic([1.0, 2.0, 3.0]),
      "eigenvalues has 3 entries; at least 8 are needed (2 floor(n^(1/3)) >= 4 histogram bins)"),
     (lambda: es.statistic(np.zeros(10)), "all eigenvalues are zero: rank collapse, no spectrum to compare"),
@@ -145,33 +145,33 @@ _BAD_ARGUMENTS = [
     (lambda: es.spectral_distance(np.ones(20)), "W must be a 2-D matrix; got shape (20,)"),
     # null_statistic
     (lambda: es.null_statistic(4, 10, samples=10, cache=False),
-     "n must lie in [8, inf]; got 4 (the histogram statistic needs >= 8 eigenvalues)"),
+     "n must lie in [8, inf); got 4 (the histogram statistic needs >= 8 eigenvalues)"),
     (lambda: es.null_statistic(8, 0, samples=10, cache=False),
-     "m must lie in [8, inf]; got 0 (the histogram statistic needs >= 8 eigenvalues)"),
+     "m must lie in [8, inf); got 0 (the histogram statistic needs >= 8 eigenvalues)"),
     # min(n, m) is the number of eigenvalues: a small m is refused like a small n (it was
     # swapped into n after n's check: 5 eigenvalues, 2 bins, computed without a word)
     (lambda: es.null_statistic(100, 5, samples=10, cache=False),
-     "m must lie in [8, inf]; got 5 (the histogram statistic needs >= 8 eigenvalues)"),
-    (lambda: es.null_statistic(8, 10, samples=9, cache=False), "samples must lie in [10, inf]; got 9 (a null needs draws)"),
-    (lambda: es.null_statistic(8, 10, samples=10, seed=-1, cache=False), "seed must lie in [0, inf]; got -1"),
+     "m must lie in [8, inf); got 5 (the histogram statistic needs >= 8 eigenvalues)"),
+    (lambda: es.null_statistic(8, 10, samples=9, cache=False), "samples must lie in [10, inf); got 9 (a null needs draws)"),
+    (lambda: es.null_statistic(8, 10, samples=10, seed=-1, cache=False), "seed must lie in [0, inf); got -1"),
     # the calibration's number of draws: ceil(1 / (1 - level)); 1 / (1 - 0.6) = 2.5 needs 3
     (lambda: es.calibrated_threshold(8, 10, level=0.6, samples=2),
-     "samples must lie in [3, inf]; got 2 (the 60.0% quantile of the noise null needs at least 3 draws; "
+     "samples must lie in [3, inf); got 2 (the 60.0% quantile of the noise null needs at least 3 draws; "
      "pass more samples or a lower level)"),
     (lambda: es.SpectralEarlyStopping(["0"], level=0.999, samples=999),
-     "samples must lie in [1000, inf]; got 999 (the 99.9% quantile of the noise null needs at least 1000 "
+     "samples must lie in [1000, inf); got 999 (the 99.9% quantile of the noise null needs at least 1000 "
      "draws; pass more samples or a lower level)"),
     # threshold
-    (lambda: es.threshold(1), "n must lie in [2, inf]; got 1 (log n must be positive)"),
-    (lambda: es.threshold(100, C=0), "C must lie in (0, inf]; got 0.0 (C must be positive (Meng & Yao use 0.4 to 0.6))"),
-    (lambda: es.threshold(100, m=0), "m must lie in [2, inf]; got 0 (log min(n, m) must be positive)"),
+    (lambda: es.threshold(1), "n must lie in [2, inf); got 1 (log n must be positive)"),
+    (lambda: es.threshold(100, C=0), "C must lie in (0, inf); got 0.0 (C must be positive (Meng & Yao use 0.4 to 0.6))"),
+    (lambda: es.threshold(100, m=0), "m must lie in [2, inf); got 0 (log min(n, m) must be positive)"),
     # n = min(n, m): m = 1 gave n = 1 and s* = 0 with method="fixed" (every s_n fired)
-    (lambda: es.threshold(100, m=1, method="fixed"), "m must lie in [2, inf]; got 1 (log min(n, m) must be positive)"),
+    (lambda: es.threshold(100, m=1, method="fixed"), "m must lie in [2, inf); got 1 (log min(n, m) must be positive)"),
     (lambda: es.threshold(100, method="calibrated"),
      "method='calibrated' needs the layer's other dimension m (threshold(n, m=n0)); "
      "the null of s_n depends on the aspect ratio c = n / m"),
     # null_table (refused before any null is drawn)
-    (lambda: es.null_table(ns=(8,), cs=(0.5,), C=0), "C must lie in (0, inf]; got 0.0"),
+    (lambda: es.null_table(ns=(8,), cs=(0.5,), C=0), "C must lie in (0, inf); got 0.0"),
     (lambda: es.null_table(ns=(8,), cs=(0.0,)), "c must lie in (0, 1]; got 0.0"),
     (lambda: es.null_table(ns=(8,), cs=(1.5,)), "c must lie in (0, 1]; got 1.5"),
     # spectrum_type
@@ -185,19 +185,19 @@ _BAD_ARGUMENTS = [
     (lambda: es.spectrum_type(np.ones((30, 30)), heavy_fraction=-0.5), "heavy_fraction must lie in [0, 1]; got -0.5"),
     (lambda: es.spectrum_type(np.ones((30, 30)), heavy_fraction=1.5), "heavy_fraction must lie in [0, 1]; got 1.5"),
     (lambda: es.spectrum_type(np.ones((30, 30)), heavy_fraction=2), "heavy_fraction must lie in [0, 1]; got 2.0"),
-    (lambda: es.spectrum_type(np.ones((30, 30)), max_spikes=-1), "max_spikes must lie in [0, inf]; got -1"),
+    (lambda: es.spectrum_type(np.ones((30, 30)), max_spikes=-1), "max_spikes must lie in [0, inf); got -1"),
     (lambda: es.spectrum_type(np.ones((19, 30))),
      "W has shape (19, 30): 19 singular values are too few to type (need >= 20 for an MP fit)"),
     # the callback's constructor
     (lambda: es.SpectralEarlyStopping([]), "give at least one layer name to monitor"),
-    (lambda: es.SpectralEarlyStopping(["0"], C=0), "C must lie in (0, inf]; got 0.0 (Meng & Yao use 0.4 to 0.6)"),
-    (lambda: es.SpectralEarlyStopping(["0"], C=-1), "C must lie in (0, inf]; got -1.0 (Meng & Yao use 0.4 to 0.6)"),
+    (lambda: es.SpectralEarlyStopping(["0"], C=0), "C must lie in (0, inf); got 0.0 (Meng & Yao use 0.4 to 0.6)"),
+    (lambda: es.SpectralEarlyStopping(["0"], C=-1), "C must lie in (0, inf); got -1.0 (Meng & Yao use 0.4 to 0.6)"),
     (lambda: es.SpectralEarlyStopping(["0"], method="x"), "method must be one of ['auto', 'fixed', 'calibrated']; got 'x'"),
     (lambda: es.SpectralEarlyStopping(["0"], level=0.4), "level must lie in [0.5, 1.0); got 0.4"),
     (lambda: es.SpectralEarlyStopping(["0"], level=1.0), "level must lie in [0.5, 1.0); got 1.0"),
     (lambda: es.SpectralEarlyStopping(["0"], level=1.5), "level must lie in [0.5, 1.0); got 1.5"),
-    (lambda: es.SpectralEarlyStopping(["0"], method="fixed", samples=9), "samples must lie in [10, inf]; got 9"),
-    (lambda: es.SpectralEarlyStopping(["0"], seed=-1), "seed must lie in [0, inf]; got -1"),
+    (lambda: es.SpectralEarlyStopping(["0"], method="fixed", samples=9), "samples must lie in [10, inf); got 9"),
+    (lambda: es.SpectralEarlyStopping(["0"], seed=-1), "seed must lie in [0, inf); got -1"),
 ]
 
 

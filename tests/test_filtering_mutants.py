@@ -22,7 +22,7 @@ FRACTIONS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 @pytest.mark.parametrize("fn", [filtering.shift, filtering.shift_as_printed])
 def test_sigma_zero_is_refused_by_name(fn):
     # sigma is the bulk scale: strictly positive (open bound at 0), and the error says so
-    with pytest.raises(ValueError, match=r"^sigma must lie in \(0, inf\]; got 0.0 \(the bulk scale is positive\)"):
+    with pytest.raises(ValueError, match=r"^sigma must lie in \(0, inf\); got 0.0 \(the bulk scale is positive\)"):
         fn([0.5, 3.0], 0.0, 0.5)
     with pytest.raises(ValueError, match=r"^q must lie in \(0, 1\]; got 0.0"):
         fn([0.5, 3.0], 1.0, 0.0)

@@ -56,7 +56,7 @@ def test_ks_distance_of_two_spacings_by_hand():
 def test_ks_critical_is_kolmogorovs_quantile_over_root_n():
     # K_{0.99} = 1.6276 (Kolmogorov distribution), over sqrt(100)
     assert ls.ks_critical(100) == pytest.approx(0.16276, abs=1e-4)
-    with pytest.raises(ValueError, match=whole("n must lie in [1, inf]; got 0")):
+    with pytest.raises(ValueError, match=whole("n must lie in [1, inf); got 0")):
         ls.ks_critical(0)
 
 
@@ -142,7 +142,7 @@ def test_unfolding_parameters_are_checked_with_their_ranges():
     lv = np.arange(1.0, 61.0)
     with pytest.raises(ValueError, match=whole("degree must lie in [1, 40]; got 0")):
         ls.unfold(lv, degree=0)
-    with pytest.raises(ValueError, match=whole("window must lie in [1, inf]; got 0")):
+    with pytest.raises(ValueError, match=whole("window must lie in [1, inf); got 0")):
         ls.unfold(lv, "broaden", window=0)
     with pytest.raises(ValueError, match=whole(
             "variable='sqrt' needs non-negative levels (squared singular values); "
@@ -328,7 +328,7 @@ def test_staircase_parameters_messages_whole():
             "trim must lie in [0.0, 0.25]; got -0.1 (the fraction of levels cut at each end)")):
         ls.smooth_staircase(lv, trim=-0.1)
     # the window is checked for the polynomial too, although only broadening uses it
-    with pytest.raises(ValueError, match=whole("window must lie in [1, inf]; got 0")):
+    with pytest.raises(ValueError, match=whole("window must lie in [1, inf); got 0")):
         ls.smooth_staircase(lv, "poly", window=0)
 
 
@@ -496,7 +496,7 @@ def test_summary_messages_whole():
             "after trimming 0 levels at each end only 20 remain; a polynomial of degree 19 "
             "needs at least 21 (lower trim or degree)")):
         ls.summary(W, degree=19, trim=0.0)
-    with pytest.raises(ValueError, match=whole("window must lie in [1, inf]; got 0")):
+    with pytest.raises(ValueError, match=whole("window must lie in [1, inf); got 0")):
         ls.summary(W, window=0)
 
 

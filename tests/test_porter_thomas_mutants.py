@@ -43,15 +43,15 @@ def _noise(rows, cols, seed=0):
 # --------------------------------------------------------------------------- analyze: arguments
 @pytest.mark.parametrize("kwargs, exc, message", [
     (dict(seed="a"), TypeError, "seed must be an integer; got 'a' (str)"),
-    (dict(window=0), ValueError, "window must lie in [1, inf]; got 0"),
-    (dict(window=-1), ValueError, "window must lie in [1, inf]; got -1"),
+    (dict(window=0), ValueError, "window must lie in [1, inf); got 0"),
+    (dict(window=-1), ValueError, "window must lie in [1, inf); got -1"),
     (dict(window=2), ValueError, "window must be odd (a centred window); got 2"),
-    (dict(samples=99), ValueError, "samples must lie in [100, inf]; got 99"),
+    (dict(samples=99), ValueError, "samples must lie in [100, inf); got 99"),
     (dict(fpr=0), ValueError, "fpr must lie in (0, 1); got 0.0"),
     (dict(fpr=-0.1), ValueError, "fpr must lie in (0, 1); got -0.1"),
     (dict(fpr=1), ValueError, "fpr must lie in (0, 1); got 1.0"),
     (dict(fpr=1.5), ValueError, "fpr must lie in (0, 1); got 1.5"),
-    (dict(confirm=0), ValueError, "confirm must lie in [1, inf]; got 0"),
+    (dict(confirm=0), ValueError, "confirm must lie in [1, inf); got 0"),
     (dict(control=1), TypeError, "control must be True or False; got 1"),
 ])
 def test_analyze_refuses_bad_arguments_by_name_before_any_work(no_work, kwargs, exc, message):
@@ -274,7 +274,7 @@ def test_null_path_is_under_the_ks_null_cache_folder():
 def test_classical_ks_cdf_by_hand_and_its_messages():
     # L = 1: D = max(U, 1 - U), so P(D <= d) = 2 d - 1 on [1/2, 1]
     assert pt.classical_ks_cdf([0.7, 0.9], 1) == pytest.approx([0.4, 0.8], rel=1e-12)
-    with _raises(ValueError, "length must lie in [1, inf]; got 0"):
+    with _raises(ValueError, "length must lie in [1, inf); got 0"):
         pt.classical_ks_cdf([0.1], 0)
     with _raises(TypeError, "d must be an array of numbers; got a string"):
         pt.classical_ks_cdf("0.1", 10)
@@ -285,9 +285,9 @@ def test_gaussian_control_defaults_boundaries_and_messages():
     want = torch.randn(1, 5, generator=g, dtype=torch.float64) / math.sqrt(5)
     assert torch.equal(pt.gaussian_control((1, 5)), want)  # seed 0 by default, 1 row allowed
     assert pt.gaussian_control((5, 1)).shape == (5, 1)
-    with _raises(ValueError, "shape[0] must lie in [1, inf]; got 0"):
+    with _raises(ValueError, "shape[0] must lie in [1, inf); got 0"):
         pt.gaussian_control((0, 5))
-    with _raises(ValueError, "shape[1] must lie in [1, inf]; got 0"):
+    with _raises(ValueError, "shape[1] must lie in [1, inf); got 0"):
         pt.gaussian_control((5, 0))
     with _raises(TypeError, "seed must be an integer; got 'a' (str)"):
         pt.gaussian_control((5, 5), seed="a")
@@ -302,7 +302,7 @@ def test_gaussian_control_defaults_boundaries_and_messages():
     (dict(fpr=0), ValueError, "fpr must lie in (0, 1); got 0.0"),
     (dict(fpr=-0.5), ValueError, "fpr must lie in (0, 1); got -0.5"),
     (dict(fpr=1), ValueError, "fpr must lie in (0, 1); got 1.0"),
-    (dict(confirm=0), ValueError, "confirm must lie in [1, inf]; got 0"),
+    (dict(confirm=0), ValueError, "confirm must lie in [1, inf); got 0"),
 ])
 def test_information_boundary_refuses_bad_arguments_by_name(kwargs, exc, message):
     args = dict(pvalues=[0.5] * 20)
@@ -345,11 +345,11 @@ def test_information_boundary_confirms_with_fewer_windows_at_the_very_end():
 
 # --------------------------------------------------------------------------- ks_null, ks_pvalues
 @pytest.mark.parametrize("kwargs, exc, message", [
-    (dict(length=9), ValueError, "length must lie in [10, inf]; got 9 (a KS test on fewer entries says little)"),
-    (dict(samples=99), ValueError, "samples must lie in [100, inf]; got 99 (the null's resolution is 1/samples)"),
-    (dict(seed=-1), ValueError, "seed must lie in [0, inf]; got -1"),
+    (dict(length=9), ValueError, "length must lie in [10, inf); got 9 (a KS test on fewer entries says little)"),
+    (dict(samples=99), ValueError, "samples must lie in [100, inf); got 99 (the null's resolution is 1/samples)"),
+    (dict(seed=-1), ValueError, "seed must lie in [0, inf); got -1"),
     (dict(seed="a"), TypeError, "seed must be an integer; got 'a' (str)"),
-    (dict(chunk=0), ValueError, "chunk must lie in [1, inf]; got 0 (vectors drawn per batch)"),
+    (dict(chunk=0), ValueError, "chunk must lie in [1, inf); got 0 (vectors drawn per batch)"),
     (dict(cache=1), TypeError, "cache must be True or False; got 1"),
 ])
 def test_ks_null_refuses_bad_arguments_by_name(kwargs, exc, message):
@@ -462,7 +462,7 @@ def test_ks_pvalues_defaults_boundaries_and_messages():
     want = pt.pvalues_from_null(d, pt.ks_null(16, samples=50_000, seed=0))
     assert np.allclose(pt.ks_pvalues(v), want, atol=1e-12)  # defaults: 50,000 samples, seed 0
     assert pt.ks_pvalues(v, samples=100).shape == (3,)  # the smallest null allowed
-    with _raises(ValueError, "samples must lie in [100, inf]; got 99"):
+    with _raises(ValueError, "samples must lie in [100, inf); got 99"):
         pt.ks_pvalues(v, samples=99)
     with _raises(TypeError, "seed must be an integer; got 'a' (str)"):
         pt.ks_pvalues(v, seed="a")
@@ -472,7 +472,7 @@ def test_ks_pvalues_defaults_boundaries_and_messages():
 def test_pt_cdf_and_pvalues_from_null_messages():
     with _raises(TypeError, "x must be an array of numbers; got a string"):
         pt.pt_cdf("0.1", 10)
-    with _raises(ValueError, "length must lie in [1, inf]; got 0"):
+    with _raises(ValueError, "length must lie in [1, inf); got 0"):
         pt.pt_cdf([0.1], 0)
     with _raises(ValueError, "null must be sorted in increasing order (as ks_null returns it)"):
         pt.pvalues_from_null([0.1], [0.3, 0.2])
@@ -488,7 +488,7 @@ def test_window_average_default_window_and_messages():
     # default window 15 (half-width 7): position 0 averages 0..7, position 10 averages 3..17
     out = pt.window_average(x)
     assert out[0] == 3.5 and out[10] == 10.0 and out[19] == np.mean(np.arange(12, 20))
-    with _raises(ValueError, "window must lie in [1, inf]; got -1"):
+    with _raises(ValueError, "window must lie in [1, inf); got -1"):
         pt.window_average(x, -1)
     with _raises(ValueError, "window=5 is larger than the number of values (3); use a smaller window"):
         pt.window_average([1.0, 2.0, 3.0], 5)
@@ -536,8 +536,8 @@ def test_to_frame_columns_and_band_edges():
     (dict(pvalues="p"), TypeError, "pvalues must be an array of numbers; got a string"),
     (dict(pvalues=[0.5, 1.2]), ValueError, "pvalues must lie in [0, 1]"),
     (dict(pvalues=[-0.1, 0.5]), ValueError, "pvalues must lie in [0, 1]"),
-    (dict(window=0), ValueError, "window must lie in [1, inf]; got 0"),
-    (dict(window=-1), ValueError, "window must lie in [1, inf]; got -1"),
+    (dict(window=0), ValueError, "window must lie in [1, inf); got 0"),
+    (dict(window=-1), ValueError, "window must lie in [1, inf); got -1"),
     (dict(window=4), ValueError, "window must be odd (a centred window); got 4"),
     (dict(sigma=0), ValueError, "sigma must lie in (0, 0.5]; got 0.0 (the standard deviation of a "
                                 "window mean of p-values, e.g. 0.05)"),
@@ -546,8 +546,8 @@ def test_to_frame_columns_and_band_edges():
     (dict(sigma=0.6), ValueError, "sigma must lie in (0, 0.5]; got 0.6 (the standard deviation of a "
                                   "window mean of p-values, e.g. 0.05)"),
     (dict(sigma="0.05"), TypeError, "sigma must be a real number; got '0.05' (str)"),
-    (dict(k=0), ValueError, "k must lie in (0, inf]; got 0.0 (how many standard deviations, e.g. 2)"),
-    (dict(k=-1), ValueError, "k must lie in (0, inf]; got -1.0 (how many standard deviations, e.g. 2)"),
+    (dict(k=0), ValueError, "k must lie in (0, inf); got 0.0 (how many standard deviations, e.g. 2)"),
+    (dict(k=-1), ValueError, "k must lie in (0, inf); got -1.0 (how many standard deviations, e.g. 2)"),
     (dict(k="2"), TypeError, "k must be a real number; got '2' (str)"),
 ])
 def test_two_sigma_boundary_refuses_bad_arguments_by_name(kwargs, exc, message):

@@ -198,7 +198,7 @@ def test_bad_input_names_the_valid_range():
         R.prune_units(net, "fc9", "magnitude", 1)
     with pytest.raises(ValueError, match="not a Linear"):
         R.prune_units(net, "relu1", "magnitude", 1)
-    with pytest.raises(ValueError, match="sigma must lie in \\(0.0, inf\\]"):
+    with pytest.raises(ValueError, match="sigma must lie in \\(0.0, inf\\)"):
         R.unit_graph(torch.randn(4, 3), sigma=0.0, threshold=0.5)
     with pytest.raises(ValueError, match="threshold must lie in \\[0.0, 1.0\\]"):
         R.unit_graph(torch.randn(4, 3), sigma=1.0, threshold=1.5)

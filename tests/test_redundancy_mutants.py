@@ -106,7 +106,7 @@ def test_drawing_sizes_nodes_by_norm_and_shades_edges_by_weight():
         R.draw_unit_graph(G, ax, pos=pos, size_scale=40.0)
         sizes = [c for c in ax.collections if isinstance(c, PathCollection)][0].get_sizes()
         np.testing.assert_allclose(sizes, 40.0 * np.array([1.0, 2.0, 4.0]) / (7 / 3), rtol=1e-6)
-        with pytest.raises(ValueError, match=whole("norm_ref must lie in (0.0, inf]; got 0.0")):
+        with pytest.raises(ValueError, match=whole("norm_ref must lie in (0.0, inf); got 0.0")):
             R.draw_unit_graph(G, ax, pos=pos, norm_ref=0.0)
     finally:
         plt.close(fig)
@@ -372,7 +372,7 @@ def test_overlap_by_hand_on_a_diagonal_matrix():
 
 def test_unit_graph_messages_and_the_clamped_cosine():
     with pytest.raises(ValueError, match=whole(
-            "sigma must lie in (0.0, inf]; got 0.0 (the width of the Gaussian in exp(-(1 - cos)/sigma^2) "
+            "sigma must lie in (0.0, inf); got 0.0 (the width of the Gaussian in exp(-(1 - cos)/sigma^2) "
             "must be positive)")):
         R.unit_graph(torch.eye(2), sigma=0.0)
     with pytest.raises(ValueError, match=whole(

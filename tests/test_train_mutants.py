@@ -25,11 +25,11 @@ TINY = dict(model="lenet_300_100", model_options={"hidden": [16]}, n_train=256, 
     ("noise", 1.0, 1.0000001, r"noise must lie in \[0, 1\]; got 1\.0000001 \(the fraction of shuffled training "
                               r"labels, e\.g\. noise=0\.4\)"),
     ("noise", 0.0, -1e-9, r"noise must lie in \[0, 1\]; got -1e-09 \(the fraction of shuffled"),
-    ("seed", 0, -1, r"seed must lie in \[0, inf\]; got -1 \(e\.g\. seed=0\)"),
-    ("n_train", 1, 0, r"n_train must lie in \[1, inf\]; got 0 \(pass e\.g\. n_train=5000, or None for all\)"),
-    ("epochs", 0, -1, r"epochs must lie in \[0, inf\]; got -1 \(pass e\.g\. epochs=40, 0 for the initial "
+    ("seed", 0, -1, r"seed must lie in \[0, inf\); got -1 \(e\.g\. seed=0\)"),
+    ("n_train", 1, 0, r"n_train must lie in \[1, inf\); got 0 \(pass e\.g\. n_train=5000, or None for all\)"),
+    ("epochs", 0, -1, r"epochs must lie in \[0, inf\); got -1 \(pass e\.g\. epochs=40, 0 for the initial "
                       r"weights, None for the schedule's\)"),
-    ("batch_size", 1, 0, r"batch_size must lie in \[1, inf\]; got 0 \(None for the schedule's\)"),
+    ("batch_size", 1, 0, r"batch_size must lie in \[1, inf\); got 0 \(None for the schedule's\)"),
 ])
 def test_config_fields_at_their_bounds(field, ok, bad, message):
     assert getattr(Config(**{field: ok}), field) == ok

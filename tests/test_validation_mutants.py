@@ -127,9 +127,9 @@ def test_check_int_accepts_integers_and_refuses_the_rest():
 
 
 def test_check_int_range_message_shows_both_ends():
-    with pytest.raises(ValueError, match=whole("n must lie in [1, inf]; got 0")):
+    with pytest.raises(ValueError, match=whole("n must lie in [1, inf); got 0")):
         V.check_int(0, "n", min=1)
-    with pytest.raises(ValueError, match=whole("n must lie in [-inf, 3]; got 4")):
+    with pytest.raises(ValueError, match=whole("n must lie in (-inf, 3]; got 4")):
         V.check_int(4, "n", max=3)
     with pytest.raises(ValueError, match=whole("n must lie in [0, 3]; got 5 (a layer of 4 units)")):
         V.check_int(5, "n", min=0, max=3, why="a layer of 4 units")
@@ -162,14 +162,14 @@ def test_check_float_closed_and_open_ends():
     assert V.check_float(0.0, "a", min=0.0) == 0.0
     with pytest.raises(ValueError, match=whole("a must lie in [0.0, 1.0); got 1.0")):
         V.check_float(1.0, "a", min=0.0, max=1.0, max_open=True)
-    with pytest.raises(ValueError, match=whole("a must lie in (0.0, inf]; got 0.0")):
+    with pytest.raises(ValueError, match=whole("a must lie in (0.0, inf); got 0.0")):
         V.check_float(0.0, "a", min=0.0, min_open=True)
 
 
 def test_check_float_range_message_shows_infinite_ends():
-    with pytest.raises(ValueError, match=whole("a must lie in [-inf, 1.0]; got 5.0")):
+    with pytest.raises(ValueError, match=whole("a must lie in (-inf, 1.0]; got 5.0")):
         V.check_float(5.0, "a", max=1.0)
-    with pytest.raises(ValueError, match=whole("a must lie in [0.0, inf]; got -1.0 (a width)")):
+    with pytest.raises(ValueError, match=whole("a must lie in [0.0, inf); got -1.0 (a width)")):
         V.check_float(-1.0, "a", min=0.0, why="a width")
     assert V.check_float(-1e300, "a") == -1e300  # no bounds: anything finite
 
