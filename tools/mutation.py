@@ -53,6 +53,7 @@ MODULES = {
     "level_statistics": [],
     "redundancy": [],
     "validation": ["test_input_door_pt.py"],
+    "transformers": [],
 }
 
 
