@@ -10,6 +10,12 @@ the tests changed, so a kept folder would report killed mutants as survivors.
     python tools/mutation.py [MODULE ...] [--max-children 2]
     python tools/mutation.py MODULE --survivors   # rerun only the last whole run's survivors
     python tools/mutation.py MODULE --survivors --only 'rmtlib.MODULE.x__main*'   # a look, not recorded
+    python tools/mutation.py MODULE --resume      # finish a whole run that was stopped
+
+`--resume` continues a whole run that was interrupted (a session's end, a reboot): mutmut keeps
+every verdict it reached in the scratch folder, and the scratch copy of the module and its tests
+is left exactly as the run started with, so the finished run is the run that was started. Its
+wall time is the sum of the parts.
 
 `--survivors` is the cheap way to score new tests: it reruns only the mutants that survived
 the module's last whole-module run or had no test (read from summary.json) and adds the newly killed ones to
@@ -71,6 +77,7 @@ def prepare(module: str) -> Path:
     work = WORK / module
     work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work / "mutants", ignore_errors=True)  # stale results survive test-only changes
+    (work / "walls.txt").unlink(missing_ok=True)  # the wall time of each part of one run
     for sub in ("rmtlib", "tests"):
         if (work / sub).exists():
             shutil.rmtree(work / sub)
@@ -135,8 +142,8 @@ def score(work: Path, names=()) -> dict:
             "sampled": bool(names)}
 
 
-def source_sha256(module: str) -> str:
-    return hashlib.sha256((ROOT / "rmtlib" / f"{module}.py").read_bytes()).hexdigest()
+def source_sha256(module: str, root: Path = ROOT) -> str:
+    return hashlib.sha256((root / "rmtlib" / f"{module}.py").read_bytes()).hexdigest()
 
 
 def previous_survivors(summary: dict, module: str) -> tuple[dict, list[str]]:
@@ -198,9 +205,14 @@ def main(argv=None) -> int:
     ap.add_argument("--only", metavar="GLOB",
                     help="with --survivors: rerun only the survivors whose names match GLOB (e.g. "
                          "'rmtlib.data.x__main*') and print their fates; the summary is not changed")
+    ap.add_argument("--resume", action="store_true",
+                    help="finish the module's interrupted whole run in its scratch folder (same mutants, "
+                         "same tests as when it started) and record it")
     args = ap.parse_args(argv)
     if args.survivors and args.sample:
         ap.error("--survivors and --sample exclude each other")
+    if args.resume and (args.survivors or args.sample):
+        ap.error("--resume finishes a whole run; it excludes --survivors and --sample")
     if args.only and not args.survivors:
         ap.error("--only needs --survivors (it picks among the last whole run's survivors)")
     unknown = [m for m in args.modules if m not in MODULES]
@@ -220,7 +232,18 @@ def main(argv=None) -> int:
             if not names:
                 print(f"{module}: no survivors{' match ' + repr(args.only) if args.only else ''} in its last whole run; nothing to rerun")
                 continue
-        work = prepare(module)
+        if args.resume:
+            work = WORK / module
+            if not (work / "mutants" / "rmtlib" / f"{module}.py.meta").exists():
+                raise SystemExit(f"--resume: no started run of {module} in {work}; "
+                                 f"run `python tools/mutation.py {module}` first")
+            import tomllib  # the test files the run started with, from its narrowed configuration
+
+            selection = tomllib.loads((work / "pyproject.toml").read_text())["tool"]["mutmut"]
+            files = sorted(Path(a).name for a in selection["pytest_add_cli_args_test_selection"]
+                           if a.startswith("tests/"))
+        else:
+            work = prepare(module)
         t0 = time.monotonic()
         if not args.survivors:
             names = []
@@ -228,15 +251,20 @@ def main(argv=None) -> int:
             names = sample(work, module, args.sample, args.seed)
         run = mutmut(work, "run", "--max-children", str(args.max_children), *names, check=False)
         wall = time.monotonic() - t0
+        with open(work / "walls.txt", "a") as fh:
+            fh.write(f"{wall:.1f}\n")
+        parts = [float(x) for x in (work / "walls.txt").read_text().split()]
         (work / "run.log").write_text(run.stdout + run.stderr)
         if run.returncode != 0:
             print(f"{module}: mutmut failed (exit {run.returncode}); see {work / 'run.log'}")
             print(run.stdout[-3000:], run.stderr[-3000:])
             return run.returncode
         s = score(work, names)
-        s.update(wall_s=round(wall, 1), tests=files, date=time.strftime("%Y-%m-%d"),
+        s.update(wall_s=round(sum(parts) if not names else wall, 1), tests=files, date=time.strftime("%Y-%m-%d"),
                  sample_seed=args.seed if args.sample else None, max_children=args.max_children,
-                 source_sha256=source_sha256(module))
+                 source_sha256=source_sha256(module, work))  # the source the mutants came from
+        if args.resume:
+            s["parts"] = len(parts)
         if args.only:  # a partial look: the whole run's record stays as it was
             print(f"{module}: {len(names)} survivors matching {args.only!r} rerun: killed {s['killed']}, "
                   f"survived {s['survived']}, timeout {s['timeout']}, no tests {s['no_tests']}, "
