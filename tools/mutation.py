@@ -78,6 +78,7 @@ def prepare(module: str) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work / "mutants", ignore_errors=True)  # stale results survive test-only changes
     (work / "walls.txt").unlink(missing_ok=True)  # the wall time of each part of one run
+    (work / "part_started.txt").unlink(missing_ok=True)
     for sub in ("rmtlib", "tests"):
         if (work / sub).exists():
             shutil.rmtree(work / sub)
@@ -242,8 +243,14 @@ def main(argv=None) -> int:
             selection = tomllib.loads((work / "pyproject.toml").read_text())["tool"]["mutmut"]
             files = sorted(Path(a).name for a in selection["pytest_add_cli_args_test_selection"]
                            if a.startswith("tests/"))
+            started = work / "part_started.txt"
+            if started.exists():  # the stopped part: from its start to mutmut's last verdict
+                meta = work / "mutants" / "rmtlib" / f"{module}.py.meta"
+                with open(work / "walls.txt", "a") as fh:
+                    fh.write(f"{max(0.0, meta.stat().st_mtime - float(started.read_text())):.1f}\n")
         else:
             work = prepare(module)
+        (work / "part_started.txt").write_text(f"{time.time():.1f}")
         t0 = time.monotonic()
         if not args.survivors:
             names = []
@@ -253,6 +260,7 @@ def main(argv=None) -> int:
         wall = time.monotonic() - t0
         with open(work / "walls.txt", "a") as fh:
             fh.write(f"{wall:.1f}\n")
+        (work / "part_started.txt").unlink()
         parts = [float(x) for x in (work / "walls.txt").read_text().split()]
         (work / "run.log").write_text(run.stdout + run.stderr)
         if run.returncode != 0:
