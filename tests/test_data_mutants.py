@@ -432,19 +432,24 @@ def test_the_anova_data_of_a_seed_are_pinned():
     # ANOVA inputs (only name, seed and design), so the inputs a seed gives must never change: a
     # cached model would otherwise be served for other data. Pinned here: the D1 halves of the
     # default seed 0 (dim 6, 3 classes) and the unit Gaussian draws z = (x - mu_y) / sigma of the
-    # training then the test samples (D2, dim 2, 2 classes, 2 samples each, float32 x -> 1e-5).
+    # training then the test samples (D2, dim 2, 2 classes, 4 + 2 samples each; pinned to 5 decimals,
+    # x is float32: 1e-5).
     assert data.anova_means("anova-d1", dim=6, classes=3).tolist() == [
         [0.8, -0.2, 0.8, -0.2, 0.8, -0.2], [-0.2, -0.2, 0.8, 0.8, -0.2, 0.8], [-0.2, 0.8, 0.8, 0.8, -0.2, -0.2]]
     mu = torch.tensor([[0.5, -0.5], [-0.5, 0.5]], dtype=torch.float64)
-    pinned = {0: ([[-1.17851, 1.3462], [-1.84117, 0.0481], [0.18508, 0.91352], [-0.08833, 0.91255]],
-                  [[1.31288, -0.94814], [0.50911, -0.96427], [1.15207, -1.0263], [0.04898, -0.15596]]),
-              3: ([[-0.05721, 0.02509], [0.78875, 1.4065], [1.17407, -0.43096], [-2.12542, -0.68693]],
-                  [[-0.27851, -0.02659], [-1.0194, -0.86288], [0.56551, 0.85448], [0.84166, 0.31601]])}
+    pinned = {0: ([[0.77187, -0.21831], [0.54644, -1.74497], [0.52389, -0.31097], [0.2353, 0.91363],
+                   [-0.55743, -1.7758], [-1.03496, 0.58934], [-0.4667, -0.87868], [-0.74925, 0.07637]],
+                  [[-0.85388, 2.25251], [-0.26949, -1.74157], [1.12544, 0.29382], [-0.58206, -0.3289]]),
+              3: ([[-1.06246, 0.06066], [-0.46392, -1.36094], [1.32515, -1.04931], [1.18268, -1.10595],
+                   [-0.10144, 0.01492], [-0.39269, -0.86498], [2.00228, 0.68052], [0.44405, 1.94066]],
+                  [[1.04702, -1.01365], [-1.28227, 1.31219], [1.30354, 0.31396], [-1.15977, -0.40118]])}
     for seed, (z_train, z_test) in pinned.items():
-        ds = data.load("anova-d2", seed=seed, dim=2, classes=2, n_per_class=2, n_test_per_class=2,
+        # 16 training draws: torch draws 16 or more normals in float32 by another algorithm than
+        # in float64 (fewer are float64 draws rounded), so the draws' dtype is pinned too
+        ds = data.load("anova-d2", seed=seed, dim=2, classes=2, n_per_class=4, n_test_per_class=2,
                        n_val=0, sigma=0.5)
         for split, z in ((ds.train, z_train), (ds.test, z_test)):
-            assert split.y.tolist() == [0, 0, 1, 1]
+            assert split.y.tolist() == [k for k in (0, 1) for _ in range(len(z) // 2)]  # class by class
             got = (split.x.double() - mu[split.y]) / 0.5
             assert torch.allclose(got, torch.tensor(z, dtype=torch.float64), rtol=0, atol=1e-5)
 
