@@ -258,10 +258,10 @@ SMALL_OPTIONS = {**DOC_DEFAULTS, "dim": 4, "classes": 2, "n_per_class": 20, "n_t
 
 @pytest.mark.parametrize("kwargs, err, message", [
     (dict(noise=1.5), ValueError, "noise must lie in [0, 1]; got 1.5 (the fraction of shuffled labels)"),
-    (dict(seed=-1), ValueError, "seed must lie in [0, inf]; got -1"),
-    (dict(n_train=0), ValueError, "n_train must lie in [1, inf]; got 0 (pass None for all training samples)"),
-    (dict(n_val=-1), ValueError, "n_val must lie in [0, inf]; got -1"),
-    (dict(n_test=0), ValueError, "n_test must lie in [1, inf]; got 0 (pass None for all remaining test samples)"),
+    (dict(seed=-1), ValueError, "seed must lie in [0, inf); got -1"),
+    (dict(n_train=0), ValueError, "n_train must lie in [1, inf); got 0 (pass None for all training samples)"),
+    (dict(n_val=-1), ValueError, "n_val must lie in [0, inf); got -1"),
+    (dict(n_test=0), ValueError, "n_test must lie in [1, inf); got 0 (pass None for all remaining test samples)"),
     (dict(root=5), TypeError, "root must be a folder path (str or pathlib.Path) or None; got int"),
     # ANOVA_SMALL: 2 x 20 training samples, 2 x 10 test samples, 5 of them for validation
     (dict(n_train=41), ValueError, "n_train=41 is larger than the 40 training samples of 'anova-d2'"),
@@ -269,10 +269,10 @@ SMALL_OPTIONS = {**DOC_DEFAULTS, "dim": 4, "classes": 2, "n_per_class": 20, "n_t
     (dict(n_test=16), ValueError, "n_test=16 is larger than the 15 test samples left after the validation split"),
     (dict(foo=1), TypeError, "unexpected options ['foo'] for 'anova-d2'; valid: "
                              "['classes', 'delta', 'dim', 'm', 'n_per_class', 'n_test_per_class', 'sigma', 't']"),
-    (dict(dim=1), ValueError, "dim must lie in [2, inf]; got 1"),
-    (dict(classes=1), ValueError, "classes must lie in [2, inf]; got 1"),
-    (dict(n_per_class=0), ValueError, "n_per_class must lie in [1, inf]; got 0"),
-    (dict(n_test_per_class=0), ValueError, "n_test_per_class must lie in [1, inf]; got 0"),
+    (dict(dim=1), ValueError, "dim must lie in [2, inf); got 1"),
+    (dict(classes=1), ValueError, "classes must lie in [2, inf); got 1"),
+    (dict(n_per_class=0), ValueError, "n_per_class must lie in [1, inf); got 0"),
+    (dict(n_test_per_class=0), ValueError, "n_test_per_class must lie in [1, inf); got 0"),
     (dict(m=float("nan")), ValueError, "m must be finite; got nan"),
     (dict(dim=3, classes=4), ValueError, "anova-d2 needs classes <= dim (simplex ETF); got classes=4, dim=3"),
 ])
