@@ -205,7 +205,8 @@ def main(argv=None) -> int:
                          "killed to its score (tests added since; module source unchanged)")
     ap.add_argument("--only", metavar="GLOB",
                     help="with --survivors: rerun only the survivors whose names match GLOB (e.g. "
-                         "'rmtlib.data.x__main*') and print their fates; the summary is not changed")
+                         "'rmtlib.data.x__main*'; several, comma-separated) and print their fates; "
+                         "the summary is not changed")
     ap.add_argument("--resume", action="store_true",
                     help="finish the module's interrupted whole run in its scratch folder (same mutants, "
                          "same tests as when it started) and record it")
@@ -229,7 +230,8 @@ def main(argv=None) -> int:
             if args.only:
                 import fnmatch
 
-                names = [n for n in names if fnmatch.fnmatchcase(n, args.only)]
+                globs = args.only.split(",")
+                names = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in globs)]
             if not names:
                 print(f"{module}: no survivors{' match ' + repr(args.only) if args.only else ''} in its last whole run; nothing to rerun")
                 continue
