@@ -49,7 +49,7 @@ MARKERS = "not notebooks and not slow and not browser"
 MODULES = {
     "porter_thomas": ["test_properties_pt.py", "test_pt_paper_rule.py", "test_input_door_pt.py",
                       "test_trust.py"],
-    "marchenko_pastur": ["test_properties_mp.py", "test_usvt.py"],
+    "marchenko_pastur": ["test_properties_mp.py", "test_usvt.py", "test_early_stopping.py"],
     "filtering": ["test_input_door_pt.py", "test_properties_pt.py", "test_ensemble.py"],
     "early_stopping": ["test_properties_mp.py"],
     "spectra": [],
