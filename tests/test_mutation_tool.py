@@ -44,7 +44,7 @@ def test_the_rerun_updates_only_the_rerun_mutants():
     rerun = dict(total=3, killed=2, survived=1, timeout=0, no_tests=0, not_run=0, other=0,
                  survivor_names=["m.x_f__mutmut_2"], no_tests_names=[], wall_s=7.0,
                  tests=["a.py", "b.py"], date="2026-11-25")
-    s = M.merge_rerun(whole_run(), rerun, 3)
+    s = M.merge_rerun(whole_run(), rerun, ["m.x_f__mutmut_1", "m.x_f__mutmut_2", "m.x_g__mutmut_1"])
     assert (s["total"], s["killed"], s["survived"], s["timeout"], s["no_tests"]) == (10, 8, 1, 1, 0)
     assert s["killed"] + s["survived"] + s["timeout"] + s["no_tests"] + s["not_run"] + s["other"] == 10
     assert s["survivor_names"] == ["m.x_f__mutmut_2"] and s["no_tests_names"] == []
@@ -52,11 +52,29 @@ def test_the_rerun_updates_only_the_rerun_mutants():
     assert s["rerun_of_survivors"] == {"rerun": 3, "wall_s": 7.0, "whole_run_wall_s": 100.0}
 
 
-def test_a_rerun_of_other_mutants_is_refused():
+def test_a_rerun_of_some_survivors_updates_those_and_keeps_the_others():
+    # --only picked survivor 1 and the untested mutant: both killed now; survivor 2 not rerun
     rerun = dict(total=2, killed=2, survived=0, timeout=0, no_tests=0, not_run=0, other=0,
+                 survivor_names=[], no_tests_names=[], wall_s=5.0, tests=["a.py", "c.py"], date="2026-11-25")
+    s = M.merge_rerun(whole_run(), rerun, ["m.x_f__mutmut_1", "m.x_g__mutmut_1"])
+    assert (s["total"], s["killed"], s["survived"], s["timeout"], s["no_tests"]) == (10, 8, 1, 1, 0)
+    assert s["survivor_names"] == ["m.x_f__mutmut_2"] and s["no_tests_names"] == []
+    # a second partial rerun of what is left: it still survives
+    rerun2 = dict(rerun, total=1, killed=0, survived=1, survivor_names=["m.x_f__mutmut_2"], wall_s=2.0)
+    s2 = M.merge_rerun(s, rerun2, ["m.x_f__mutmut_2"])
+    assert (s2["killed"], s2["survived"], s2["no_tests"]) == (8, 1, 0)
+    assert [r["rerun"] for r in s2["reruns"]] == [2, 1]
+
+
+@pytest.mark.parametrize("names, total", [
+    (["m.x_f__mutmut_1", "m.x_h__mutmut_9"], 2),  # a mutant the whole run killed, or never made
+    (["m.x_f__mutmut_1"], 2),                     # the rerun counted other mutants than it names
+])
+def test_a_rerun_of_other_mutants_is_refused(names, total):
+    rerun = dict(total=total, killed=total, survived=0, timeout=0, no_tests=0, not_run=0, other=0,
                  survivor_names=[], no_tests_names=[], wall_s=1.0, tests=[], date="")
     with pytest.raises(ValueError, match="cannot update a run with 2 survivors and 1 untested"):
-        M.merge_rerun(whole_run(), rerun, 2)
+        M.merge_rerun(whole_run(), rerun, names)
 
 
 def test_recording_one_module_keeps_the_entries_other_runs_wrote_meanwhile(tmp_path):

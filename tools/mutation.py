@@ -9,7 +9,7 @@ the tests changed, so a kept folder would report killed mutants as survivors.
 
     python tools/mutation.py [MODULE ...] [--max-children 2]
     python tools/mutation.py MODULE --survivors   # rerun only the last whole run's survivors
-    python tools/mutation.py MODULE --survivors --only 'rmtlib.MODULE.x__main*'   # a look, not recorded
+    python tools/mutation.py MODULE --survivors --only 'rmtlib.MODULE.x__main*'   # some of them
     python tools/mutation.py MODULE --resume      # finish a whole run that was stopped
 
 `--resume` continues a whole run that was interrupted (a session's end, a reboot): mutmut keeps
@@ -159,21 +159,29 @@ def previous_survivors(summary: dict, module: str) -> tuple[dict, list[str]]:
     return prev, list(prev["survivor_names"]) + list(prev.get("no_tests_names", []))
 
 
-def merge_rerun(prev: dict, rerun: dict, n_rerun: int) -> dict:
-    """The whole run `prev` with its survivors' (and untested mutants') fates from `rerun`.
+def merge_rerun(prev: dict, rerun: dict, names: list[str]) -> dict:
+    """The whole run `prev` with the fates of the rerun mutants `names` from `rerun`.
 
-    Every mutant that was not rerun keeps its earlier status (killed, timeout, other); the
-    rerun ones are counted as the rerun found them."""
-    if n_rerun != prev["survived"] + prev["no_tests"] or rerun["total"] != n_rerun:
+    `names` are survivors or untested mutants of `prev` (all of them, or those --only picked).
+    Every other mutant keeps its earlier status (killed, timeout, other, survived, untested);
+    the rerun ones are counted as the rerun found them."""
+    alive = set(prev["survivor_names"]) | set(prev.get("no_tests_names", []))
+    if rerun["total"] != len(names) or not set(names) <= alive:
         raise ValueError(f"a rerun of {rerun['total']} mutants cannot update a run with "
-                         f"{prev['survived']} survivors and {prev['no_tests']} untested")
-    return dict(prev, killed=prev["killed"] + rerun["killed"], survived=rerun["survived"],
+                         f"{prev['survived']} survivors and {prev['no_tests']} untested: only those "
+                         f"may be rerun")
+    rerun_set = set(names)
+    survivors = sorted([n for n in prev["survivor_names"] if n not in rerun_set] + rerun["survivor_names"])
+    untested = sorted([n for n in prev.get("no_tests_names", []) if n not in rerun_set] + rerun["no_tests_names"])
+    return dict(prev, killed=prev["killed"] + rerun["killed"], survived=len(survivors),
                 timeout=prev["timeout"] + rerun["timeout"], other=prev["other"] + rerun["other"],
-                no_tests=rerun["no_tests"], not_run=prev["not_run"] + rerun["not_run"],
-                survivor_names=rerun["survivor_names"], no_tests_names=rerun["no_tests_names"],
+                no_tests=len(untested), not_run=prev["not_run"] + rerun["not_run"],
+                survivor_names=survivors, no_tests_names=untested,
                 tests=rerun["tests"], date=rerun["date"],
-                rerun_of_survivors={"rerun": n_rerun, "wall_s": rerun["wall_s"],
-                                    "whole_run_wall_s": prev["wall_s"]})
+                rerun_of_survivors={"rerun": len(names), "wall_s": rerun["wall_s"],
+                                    "whole_run_wall_s": prev["wall_s"]},
+                reruns=prev.get("reruns", []) + [{"rerun": len(names), "wall_s": rerun["wall_s"],
+                                                  "date": rerun["date"]}])
 
 
 def record(summary_path: Path, module: str, entry: dict) -> dict:
@@ -205,8 +213,8 @@ def main(argv=None) -> int:
                          "killed to its score (tests added since; module source unchanged)")
     ap.add_argument("--only", metavar="GLOB",
                     help="with --survivors: rerun only the survivors whose names match GLOB (e.g. "
-                         "'rmtlib.data.x__main*'; several, comma-separated) and print their fates; "
-                         "the summary is not changed")
+                         "'rmtlib.data.x__main*'; several, comma-separated); their fates update the "
+                         "whole run's record like a full survivors rerun")
     ap.add_argument("--resume", action="store_true",
                     help="finish the module's interrupted whole run in its scratch folder (same mutants, "
                          "same tests as when it started) and record it")
@@ -275,15 +283,14 @@ def main(argv=None) -> int:
                  source_sha256=source_sha256(module, work))  # the source the mutants came from
         if args.resume:
             s["parts"] = len(parts)
-        if args.only:  # a partial look: the whole run's record stays as it was
+        if args.only:
             print(f"{module}: {len(names)} survivors matching {args.only!r} rerun: killed {s['killed']}, "
                   f"survived {s['survived']}, timeout {s['timeout']}, no tests {s['no_tests']}, "
-                  f"other {s['other']}; wall {wall:.0f} s (not recorded)", flush=True)
+                  f"other {s['other']}; wall {wall:.0f} s", flush=True)
             for name in s["survivor_names"] + s["no_tests_names"]:
                 print("   still alive:", name)
-            continue
         if prev is not None:  # the whole run's score, with the survivors' new fates
-            rerun, s = s, merge_rerun(prev, s, len(names))
+            rerun, s = s, merge_rerun(prev, s, names)
             print(f"{module}: reran the {len(names)} survivors of the whole run: "
                   f"{rerun['killed']} now killed", flush=True)
         else:
