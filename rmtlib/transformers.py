@@ -190,6 +190,16 @@ def _sentence_config(p: Path) -> tuple[str, bool]:
     return pooling, normalize
 
 
+def _load_errors() -> tuple:
+    """What a missing or damaged checkpoint raises: OSError, and safetensors' own error for a
+    damaged model.safetensors (a truncated header, say)."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # safetensors comes with transformers; without it only OSError
+        return (OSError,)
+    return (OSError, SafetensorError)
+
+
 def load_bert(path, *, dtype=torch.float32, device="cpu", max_length: int = 128) -> SentenceEncoder:
     """Load a Hugging Face BERT-style checkpoint folder with no network access.
 
@@ -202,10 +212,11 @@ def load_bert(path, *, dtype=torch.float32, device="cpu", max_length: int = 128)
     transformers = _require("transformers")
     with _offline():
         try:
-            model = transformers.AutoModel.from_pretrained(str(p), local_files_only=True, dtype=dtype)
-        except TypeError:  # older transformers: torch_dtype
-            model = transformers.AutoModel.from_pretrained(str(p), local_files_only=True, torch_dtype=dtype)
-        except OSError as err:
+            try:
+                model = transformers.AutoModel.from_pretrained(str(p), local_files_only=True, dtype=dtype)
+            except TypeError:  # older transformers: torch_dtype
+                model = transformers.AutoModel.from_pretrained(str(p), local_files_only=True, torch_dtype=dtype)
+        except _load_errors() as err:  # a missing or damaged weight file
             raise ValueError(f"could not load the weights in {str(p)!r} ({err}); is it a complete "
                              "Hugging Face checkpoint?") from err
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
@@ -531,6 +542,8 @@ def energy(right_vectors, covariance) -> np.ndarray:
     direction that sees the average variance."""
     V = as_matrix(right_vectors, "right_vectors", dtype=torch.float64)
     C = as_matrix(covariance, "covariance", dtype=torch.float64)
+    if C.shape[0] != C.shape[1]:
+        raise ValueError(f"covariance must be square (d x d, the inputs' covariance); got {tuple(C.shape)}")
     if V.shape[1] != C.shape[0]:
         raise ValueError(f"right_vectors have length {V.shape[1]}, covariance is {tuple(C.shape)}")
     return (((V @ C) * V).sum(1) / (torch.trace(C) / C.shape[0])).numpy()

@@ -539,3 +539,39 @@ def test_stdlib_pairs_sample(monkeypatch):
     with pytest.raises(ValueError) as ei:
         tr.stdlib_pairs(31)
     assert str(ei.value) == "asked for 31 pairs but the standard-library docstrings give 30; ask for fewer"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_load_bert_names_a_damaged_weight_file(ckpt, tmp_path, damage):
+    # a copy of the tiny checkpoint whose model.safetensors is cut short or overwritten: the
+    # error names the folder and says what to check, instead of safetensors' bare message
+    import shutil
+    bad = tmp_path / "damaged"
+    shutil.copytree(ckpt, bad)
+    weights = bad / "model.safetensors"
+    raw = weights.read_bytes()
+    weights.write_bytes(raw[:4] if damage == "truncated" else b"\xff" * len(raw))
+    with pytest.raises(ValueError) as ei:
+        tr.load_bert(bad)
+    msg = str(ei.value)
+    assert msg.startswith(f"could not load the weights in {str(bad)!r} (")
+    assert msg.endswith("); is it a complete Hugging Face checkpoint?")
+    assert ei.value.__cause__ is not None
+
+
+def test_load_bert_wraps_an_os_error_on_the_older_transformers_route(ckpt, monkeypatch):
+    # the retry with torch_dtype fails too: wrapped the same way
+    calls = []
+
+    def older(*args, **kw):
+        calls.append(kw)
+        if "dtype" in kw:
+            raise TypeError("from_pretrained() got an unexpected keyword argument 'dtype'")
+        raise OSError("no file named pytorch_model.bin")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", older)
+    with pytest.raises(ValueError) as ei:
+        tr.load_bert(ckpt)
+    assert str(ei.value) == (f"could not load the weights in {str(ckpt)!r} (no file named pytorch_model.bin); "
+                             "is it a complete Hugging Face checkpoint?")
+    assert [sorted(k) for k in calls] == [["dtype", "local_files_only"], ["local_files_only", "torch_dtype"]]

@@ -107,9 +107,11 @@ def test_energy_by_hand_and_in_float64():
 def test_energy_refusals_name_the_argument():
     with pytest.raises(ValueError, match=_full("right_vectors have length 2, covariance is (3, 3)")):
         tr.energy(np.ones((1, 2)), np.eye(3))
-    # the length is compared with the covariance's rows
-    with pytest.raises(ValueError, match=_full("right_vectors have length 4, covariance is (3, 4)")):
+    # a covariance that is not square is refused by name (a 1 x k one would broadcast)
+    with pytest.raises(ValueError, match=_full("covariance must be square (d x d, the inputs' covariance); got (3, 4)")):
         tr.energy(np.ones((1, 4)), np.ones((3, 4)))
+    with pytest.raises(ValueError, match=_full("covariance must be square (d x d, the inputs' covariance); got (1, 3)")):
+        tr.energy(np.ones((1, 1)), np.ones((1, 3)))
     with pytest.raises(ValueError, match=_full("right_vectors must be a 2-D matrix; got shape (2,)")):
         tr.energy(np.ones(2), np.eye(2))
     with pytest.raises(ValueError, match=_full("covariance must be a 2-D matrix; got shape (2,)")):
