@@ -330,3 +330,56 @@ def test_ensemble_denoise_one_layer_test_after():
         want, ties = accuracy(filtered_net(net, {"fc1": int(rep.removed.iloc[0])}), test)
         assert ties == 0
         assert rep.attrs["test_after"] == rep.test_acc.iloc[0] == pytest.approx(want, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- device and dtype wiring
+def test_stack_casts_and_moves_every_tensor():
+    # the stacked weights, biases and factors take the dtype and device they are given: here float32
+    # on the meta device (shapes only) from float64 CPU members
+    nets = [_toy(s, steps=0)[0] for s in (1, 2)]
+    names = [n for n, _ in nets[0].named_children()]
+    decs = [filtering.spectra.svd(filtering.spectra.weight_matrix(n.fc1)) for n in nets]
+    st = filtering._Stack(nets, names, {"fc1": decs}, torch.float32, torch.device("meta"))
+    tensors = [*st.w.values(), *st.b.values(), *st.U.values(), *st.Vh.values()]
+    assert set(st.U) == {"fc1"} and "fc1" not in st.w and len(st.b) == 3
+    assert all(t.dtype == torch.float32 and t.device.type == "meta" for t in tensors)
+
+
+def _spy(monkeypatch, name, seen, keys):
+    orig = getattr(filtering, name)
+
+    def spy(*args):
+        seen.append((name, *[args[i] for i in keys]))
+        return orig(*args)
+
+    monkeypatch.setattr(filtering, name, spy)
+
+
+def test_ensemble_routes_pass_the_device_and_dtype_on(monkeypatch):
+    # every batched piece receives the device asked for and the members' dtype (float64), and the
+    # plain forward runs as one group
+    seen = []
+    _spy(monkeypatch, "_Stack", seen, (3, 4))
+    _spy(monkeypatch, "_group_size", seen, (5,))
+    _spy(monkeypatch, "_ensemble_correct", seen, (4, 5))
+    _spy(monkeypatch, "_ensemble_accuracy", seen, (4, 5))
+    _spy(monkeypatch, "_ensemble_sweep", seen, (7, 8))
+    cpu = torch.device("cpu")
+    (net0, val, test), (net2, _, _) = _bigger(0), _bigger(2)
+    filtering.removal_sweep([net0, net2], ["fc2"], [0.0, 0.5], {"val": val}, splits=("val",), device="cpu",
+                            progress_bar=False)
+    filtering.denoise([net0, net2], val, shift=True, test=test, fractions=np.linspace(0, 1, 21), device="cpu",
+                      progress_bar=False)
+    names = {s[0] for s in seen}
+    assert names == {"_Stack", "_group_size", "_ensemble_correct", "_ensemble_accuracy", "_ensemble_sweep"}
+    assert sum(s[0] == "_ensemble_sweep" for s in seen) == 4  # fc2 and fc1 (both shifted by default), plain + shifted
+    for s in seen:
+        if s[0] == "_group_size":
+            assert s[1] == cpu
+        elif s[0] == "_ensemble_correct":
+            assert s[2] == cpu and s[1] >= 1
+        else:
+            assert s[1] == torch.float64 and s[2] == cpu, s
+    # the plain forward (no filtered layer) counts in one group
+    plain = [s for i, s in enumerate(seen) if s[0] == "_ensemble_correct" and seen[i - 2][0] == "_ensemble_accuracy"]
+    assert len(plain) == 6 and all(s[1] == 1 for s in plain)  # val and test before, after fc2, after fc1
