@@ -232,6 +232,10 @@ def test_result_classes_by_hand():
     u2 = mp.USVTFit(sigma=3.0, q=0.25, nu_min=1.5, nu_max=4.5, low_cut=1.0, high_cut=5.0001,
                     n_low=0, n_high=0, N=400, M=100, iterations=2, hard_edge=False)
     assert list(u2.high_mask(np.array([5.0], dtype=np.float16))) == [False]
+    u3 = mp.USVTFit(sigma=3.0, q=0.25, nu_min=1.5, nu_max=4.5, low_cut=1.0, high_cut=4.999,
+                    n_low=0, n_high=0, N=400, M=100, iterations=2, hard_edge=False)
+    # in float16 the cut 4.999 is 5.0 (spacing 2^-8 there), and 5.0 > 5.0 is false
+    assert list(u3.high_mask(np.array([5.0], dtype=np.float16))) == [True]
     assert u.as_dict()["high_cut"] == 5.0 and u.as_dict()["method"] == "usvt"
 
 
@@ -264,6 +268,8 @@ def test_fit_naive_fields_and_an_outlier_exactly_on_the_edge():
     assert f.n_outliers == 1 and f.fraction_outliers == 0.05 and f.N == 80 and f.M == 20
     assert f.stage1_nu_min == 0.5 and f.stage1_nu_max == 4.0 and math.isnan(f.stage1_height)
     assert f.method == "naive"
+    g = mp.fit_naive(np.linspace(1.0, 2.0, 20), (80, 20))  # distinct smallest and largest values
+    assert g.stage1_nu_min == 1.0 and g.stage1_nu_max == 2.0
 
 
 def test_edge_scales_by_hand():
@@ -341,6 +347,10 @@ def test_usvt_hard_edge_fields_by_hand():
     top = 0.5 * f.sigma * N_ ** (-2 / 3) * 2 ** (1 / 3)
     assert f.high_cut == pytest.approx(2 * f.sigma + 2.0234 * top, rel=1e-13)
     assert (f.N, f.M, f.q) == (N_, N_, 1.0)
+    # q = 49/50 < 1 but N small: (1 - sqrt q) sigma = 0.0101 sigma lies within 2.02 bottom TW
+    # scales (0.5 q^(-1/6) 50^(-2/3) 0.0101^(1/3) sigma = 0.0080 sigma) of 0: a hard edge, cut at 0
+    f = mp.fit_usvt(mp.sample_spectrum((50, 49), 9), (50, 49))
+    assert f.hard_edge and f.low_cut == 0.0 and f.nu_min > 0
     # not square: the soft lower edge and its cut, by hand from the fitted sigma
     sv = mp.sample_spectrum((200, 50), 8) * 3.0
     f = mp.fit_usvt(sv, (50, 200), level=0.9)
