@@ -10,6 +10,8 @@ from rmtlib import marchenko_pastur as mp
 from rmtlib import spectra
 from rmtlib import transformers as tr
 
+from _tiny_bert import save_tiny_bert
+
 transformers = pytest.importorskip("transformers")
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
@@ -21,15 +23,8 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny random BERT saved as a Hugging Face checkpoint folder."""
-    path = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=64,
-                                  max_position_embeddings=64)
-    transformers.BertModel(cfg).save_pretrained(path)
-    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    transformers.BertTokenizer(str(path / "vocab.txt")).save_pretrained(path)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), VOCAB, hidden=32, layers=2, ffn=64,
+                          positions=64)
 
 
 def test_load_bert_offline_and_encode(tiny_checkpoint, monkeypatch):

@@ -21,6 +21,8 @@ from torch import nn
 
 from rmtlib import transformers as tr
 
+from _tiny_bert import save_tiny_bert
+
 transformers = pytest.importorskip("transformers")
 
 # token ids: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, the 5, a 6, of 7, value 8, list 9, . 10
@@ -31,15 +33,8 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFL
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A tiny random BERT (width 8, one block) saved as a Hugging Face checkpoint folder."""
-    path = tmp_path_factory.mktemp("tiny_bert_a")
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=8, num_hidden_layers=1,
-                                  num_attention_heads=2, intermediate_size=16,
-                                  max_position_embeddings=32)
-    transformers.BertModel(cfg).save_pretrained(path)
-    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    transformers.BertTokenizer(str(path / "vocab.txt")).save_pretrained(path)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert_a"), VOCAB, hidden=8, layers=1, ffn=16,
+                          positions=32)
 
 
 def _write_st_files(p: Path, *, cls: bool, normalize: bool = True, dense: bool = False):
