@@ -45,6 +45,9 @@ def _check_sigma_q(sigma, q):
     sigma = check_float(sigma, "sigma", min=0, min_open=True, why="the MP bulk scale is positive")
     q = check_float(q, "q", min=0, max=1, min_open=True,
                     why="q = M/N is the aspect ratio min/max of the matrix")
+    if not math.isfinite(sigma * (1 + math.sqrt(q))):
+        raise ValueError(f"sigma = {sigma!r} is too large: the bulk's upper edge sigma (1 + sqrt q) "
+                         f"overflows float64; divide the matrix (and sigma) by a constant first")
     return sigma, q
 
 
@@ -73,12 +76,13 @@ def eigen_density(x, sigma2: float, c: float) -> np.ndarray:
     """
     sigma2 = check_float(sigma2, "sigma2", min=0, min_open=True, why="the MP variance is positive")
     _check_sigma_q(1.0, c)
-    a, b = sigma2 * (1 - math.sqrt(c)) ** 2, sigma2 * (1 + math.sqrt(c)) ** 2
+    a, b = (1 - math.sqrt(c)) ** 2, (1 + math.sqrt(c)) ** 2  # the edges in units of sigma^2
     x = _points(x, "x")
     out = np.zeros_like(x)
-    inside = (x > a) & (x < b) & (x > 0)
-    y = x[inside] / sigma2
-    out[inside] = np.sqrt((b / sigma2 - y) * (y - a / sigma2)) / (2 * math.pi * c * y) / sigma2
+    y = x / sigma2  # in units of sigma^2: the edges cannot overflow for huge sigma2
+    inside = (y > a) & (y < b) & (x > 0)
+    y = y[inside]
+    out[inside] = np.sqrt((b - y) * (y - a)) / (2 * math.pi * c * y) / sigma2
     return out
 
 

@@ -227,3 +227,24 @@ def test_gof_null_is_read_back_from_its_disk_cache():
     again = mp.gof_null((60, 30), samples=5, seed=2)  # from the JSON file written above
     assert np.array_equal(first, again) and not again.flags.writeable
     assert np.all(np.diff(first) >= 0) and np.all((first > 0) & (first < 1))
+
+
+def test_huge_scales_give_finite_densities_or_a_clear_refusal():
+    # Found by the Hypothesis property test (test_properties_mp.py) replaying an example that a
+    # mutant had made fail: with sigma2 = 4.49e307 and c = 1 the eigenvalue density computed its
+    # upper edge b = 4 sigma2 = inf and returned inf at x = 1.
+    big = 4.49423283715579e307  # float64's largest value / 4: 4 * big overflows
+    # c = 1: p(x) = sqrt((4 sigma2 - x) x) / (2 pi sigma2 x); at x = 1 this is
+    # sqrt(4 sigma2 - 1) / (2 pi sigma2) = 1 / (pi sqrt(sigma2)) to a relative 1 / (8 sigma2)
+    assert mp.eigen_density([1.0], big, 1.0)[0] == pytest.approx(1 / (math.pi * math.sqrt(big)), rel=1e-12)
+    # the density scales: p(s x; s sigma2) = p(x; sigma2) / s, also where s sigma2 * 4 overflows
+    x = np.array([0.05, 0.3, 1.0, 2.5, 3.9])
+    assert np.allclose(mp.eigen_density(x * big, big, 0.49) * big, mp.eigen_density(x, 1.0, 0.49), rtol=1e-12)
+    # the singular-value edges: 2 sigma is representable for sigma = max / 2 ...
+    half = 8.98846567431158e307
+    assert mp.edges(half / 2, 1.0) == (0.0, half)
+    # ... and beyond it no edge is: refused, naming sigma and saying what to do
+    with pytest.raises(ValueError, match=r"sigma = 8\.98846567431158e\+307 is too large: the bulk's upper "
+                                         r"edge sigma \(1 \+ sqrt q\) overflows float64; divide the matrix"):
+        mp.edges(half, 1.0)
+    assert mp.edges(half, 0.25) == (half / 2, half * 1.5)  # q = 1/4: the edge 1.5 sigma still fits
