@@ -1,0 +1,397 @@
+"""Tests written against the surviving mutants of `rmtlib.filtering.denoise` and its ensemble
+helpers (`_ensemble_plan`, `_group_size`, `_stacked_split`, `_check_members`) (issue 17).
+
+Each test compares with an independent expectation: the whole error message (the argument named,
+the bound, the remedy), refusals that come BEFORE any work (the first evaluation is replaced by
+a stop), the documented defaults (fractions 0, 0.02, ..., 1 with "change nothing" always a
+candidate; batch_size 1000; a progress bar cleared when done), the documented routing (an
+ensemble of one nn.Sequential architecture runs in one batch with method="fast" and equal
+split sizes, else member by member with every option passed on), hand-worked arithmetic for
+the group size, and the device asked for. This CPU-only box cannot tell one device from
+another by the numbers, so the device tests put the model on PyTorch's "meta" device (shapes
+only, no data): a tensor sent to the wrong device there fails loudly.
+"""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rmtlib import filtering, models
+from rmtlib.data import Split
+
+
+class _Stop(Exception):
+    """Raised by a spy to end a call once the value under test has been recorded."""
+
+
+def _toy(seed, n=60, dim=6, widths=(8, 6), steps=30):
+    """A small float64 MLP (fc1, fc2, out) trained on 3 classes, and val / test splits."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3 * n, dim, generator=g, dtype=torch.float64)
+    y = (x[:, :3] + 0.8 * torch.randn(3 * n, 3, generator=g, dtype=torch.float64)).argmax(1)
+    torch.manual_seed(seed)
+    net = models.mlp([dim, *widths, 3]).double()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(net(x[:n]), y[:n])
+        opt.zero_grad(); loss.backward(); opt.step()
+    return net.eval(), Split(x[n:2 * n], y[n:2 * n]), Split(x[2 * n:], y[2 * n:])
+
+
+def _net(dim=6, widths=(8, 6)):
+    torch.manual_seed(0)
+    return models.mlp([dim, *widths, 3]).double().eval()
+
+
+def _split(n=10, dim=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randn(n, dim, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g))
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """The first evaluation `denoise` makes raises: a refusal must come before it."""
+    def fail(*a, **k):
+        raise AssertionError("denoise started work before refusing")
+    monkeypatch.setattr(filtering, "_accuracy", fail)
+    monkeypatch.setattr(filtering, "removal_sweep", fail)
+    monkeypatch.setattr(filtering, "_denoise_ensemble", fail)
+
+
+@pytest.fixture
+def bars_on(monkeypatch):
+    """Progress bars switched on (the test suite and mutmut switch them off by environment)."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setenv("RMTLIB_PROGRESS", "1")
+
+
+# --------------------------------------------------------------------------- the input door
+def test_denoise_refusals_are_whole_and_come_first(no_work):
+    net, val = _net(), _split()
+    with pytest.raises(ValueError, match=r"^method must be one of \['fast', 'naive'\]; got 'slow'$"):
+        filtering.denoise(net, val, method="slow")
+    # batch_size >= 1: 0 refused (before any evaluation), with the bound written out
+    with pytest.raises(ValueError, match=r"^batch_size must lie in \[1, inf\); got 0$"):
+        filtering.denoise(net, val, batch_size=0)
+    with pytest.raises(TypeError, match=r"^batch_size must be an integer; got 2\.5 \(float\)$"):
+        filtering.denoise(net, val, batch_size=2.5)
+    with pytest.raises(TypeError, match=r"^shift must be True or False; got 'yes' \(str\)$"):
+        filtering.denoise(net, val, shift="yes")
+    with pytest.raises(TypeError, match=r"^val must be an rmtlib\.data\.Split \(e\.g\. data\.val\); got tuple$"):
+        filtering.denoise(net, (val.x, val.y))
+    with pytest.raises(TypeError, match=r"^test must be an rmtlib\.data\.Split \(e\.g\. data\.test\); got tuple$"):
+        filtering.denoise(net, val, test=(val.x, val.y))
+    # one model: `test` is one Split, not a per-member list
+    with pytest.raises(TypeError, match=r"^test must be an rmtlib\.data\.Split \(e\.g\. data\.test\); got list$"):
+        filtering.denoise(net, val, test=[val])
+    # one analysable layer: nothing to filter besides the output layer
+    one = nn.Sequential(nn.Linear(6, 3)).double()
+    with pytest.raises(ValueError, match=r"^denoise needs at least one hidden layer besides the output layer$"):
+        filtering.denoise(one, val)
+
+
+def test_denoise_ensemble_refusals_are_whole(no_work):
+    nets, val = [_net(), _net()], _split()
+    with pytest.raises(ValueError, match=r"^val has 3 entries for 2 models; give one per model or one for all$"):
+        filtering.denoise(nets, [val] * 3)
+    with pytest.raises(ValueError, match=r"^test has 1 entries for 2 models; give one per model or one for all$"):
+        filtering.denoise(nets, val, test=[val])
+    with pytest.raises(ValueError, match=r"^the ensemble is empty; give at least one model$"):
+        filtering.denoise([], val)
+    with pytest.raises(TypeError, match=r"^ensemble member 1 is a str, not a torch\.nn\.Module$"):
+        filtering.denoise([nets[0], "net"], val)
+
+
+def test_removal_sweep_refuses_an_empty_ensemble_whole():
+    with pytest.raises(ValueError, match=r"^the ensemble is empty; give at least one model$"):
+        filtering.removal_sweep([], ["fc1"], [0.0], {"val": _split()}, splits=("val",))
+    with pytest.raises(TypeError, match=r"^ensemble member 0 is a int, not a torch\.nn\.Module$"):
+        filtering.removal_sweep([3, _net()], ["fc1"], [0.0], {"val": _split()}, splits=("val",))
+
+
+def test_denoise_accepts_the_limits(monkeypatch):
+    # batch_size 1 (the bound itself) and a model with exactly two layers (one hidden + output)
+    seen = []
+
+    def stop(model, split, batch, device):
+        seen.append(batch)
+        raise _Stop
+
+    monkeypatch.setattr(filtering, "_accuracy", stop)
+    with pytest.raises(_Stop):
+        filtering.denoise(_net(), _split(), batch_size=1)
+    two = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)).double()
+    with pytest.raises(_Stop):
+        filtering.denoise(two, _split())
+    # the default batch size is 1000 (the documented signature)
+    assert seen == [1, 1000]
+
+
+# --------------------------------------------------------------------------- fractions
+def _fractions_seen(monkeypatch, **kwargs):
+    got = []
+
+    def spy(model, layer_names, fractions, data, **kw):
+        got.append(np.array(fractions, dtype=float))
+        raise _Stop
+
+    monkeypatch.setattr(filtering, "removal_sweep", spy)
+    with pytest.raises(_Stop):
+        filtering.denoise(_net(), _split(), shift=False, **kwargs)
+    return got[0]
+
+
+def test_denoise_default_fractions_are_0_to_1_in_steps_of_002(monkeypatch):
+    fr = _fractions_seen(monkeypatch)
+    assert len(fr) == 51
+    np.testing.assert_allclose(fr, np.arange(51) / 50, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("given, want", [
+    ([0.0, 0.5, 1.0], [0.0, 0.5, 1.0]),   # starts with 0: used as given (no second 0)
+    ([0.5, 1.0], [0.0, 0.5, 1.0]),        # "change nothing" added in front
+    ([1.0], [0.0, 1.0]),
+    ([0.0], [0.0]),
+])
+def test_denoise_always_has_the_change_nothing_candidate(monkeypatch, given, want):
+    assert _fractions_seen(monkeypatch, fractions=given).tolist() == want
+
+
+def test_denoise_without_zero_given_keeps_a_layer_whose_removal_hurts():
+    # fractions without 0: removing all of fc1's 8 values (f = 1) or half of them changes the
+    # predictions of a trained net; "change nothing" (k = 0) is still a candidate and wins only
+    # when no removal does better; the reference: the accuracy of the net itself
+    net, val, _ = _toy(3)
+    _, report = filtering.denoise(net, val, shift=False, layers=["fc1"], fractions=[1.0], progress_bar=False)
+    assert report.removed.tolist() == [0]
+    with torch.no_grad():
+        acc = float((net(val.x).argmax(1) == val.y).double().mean())
+    assert report.val_acc.tolist() == [acc] and report.attrs["val_before"] == acc
+
+
+def test_denoise_filters_only_the_layers_given():
+    net, val, test = _toy(1)
+    _, report = filtering.denoise(net, val, shift=False, test=test, layers=["fc1"], fractions=[0.0, 0.5],
+                                  progress_bar=False)
+    assert report.layer.tolist() == ["fc1"] and report.M.tolist() == [6]
+
+
+# --------------------------------------------------------------------------- sweeps: options passed on
+def test_denoise_passes_method_and_batch_size_to_its_sweeps(monkeypatch):
+    net, val, _ = _toy(2)
+    real = filtering.removal_sweep
+    calls = []
+
+    def spy(*a, **kw):
+        calls.append(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(filtering, "removal_sweep", spy)
+    filtering.denoise(net, val, shift=True, fractions=[0.0, 0.5], method="naive", batch_size=7, progress_bar=False)
+    assert len(calls) >= 2  # fc2 then fc1, each at least the plain sweep
+    assert all(kw["method"] == "naive" and kw["batch_size"] == 7 and kw["splits"] == ("val",) for kw in calls)
+
+
+# --------------------------------------------------------------------------- progress bars
+def test_denoise_bar_by_default_named_and_cleared(bars_on, capsys):
+    net, val = _net(), _split()
+    filtering.denoise(net, val, shift=False, fractions=[0.0, 1.0])
+    err = capsys.readouterr().err
+    # tqdm draws "\rdenoise: ..." and, with leave=False, wipes the line at the end (no newline)
+    assert err.startswith("\rdenoise: ") and "\n" not in err
+
+
+def test_denoise_sweeps_draw_no_bars(bars_on, capsys):
+    # the naive sweep draws a bar when asked; denoise's inner sweeps never ask
+    net, val = _net(), _split()
+    filtering.denoise(net, val, shift=False, fractions=[0.0, 1.0], method="naive", progress_bar=False)
+    assert capsys.readouterr().err == ""
+    filtering.denoise(net, val, shift=False, fractions=[0.0, 1.0], method="naive", progress_bar=True)
+    err = capsys.readouterr().err
+    assert "denoise" in err and "removal sweep" not in err
+
+
+# --------------------------------------------------------------------------- ensemble routing
+@pytest.fixture
+def routes(monkeypatch):
+    """Which route an ensemble takes: the batched one or member by member (with what)."""
+    seen = {}
+
+    def batched(models, vals, tests, order, shift_set, fr, batch_size, dev):
+        seen.update(route="batched", vals=vals, tests=tests, order=order, dev=dev)
+        return "batched"
+
+    def each(fn, models, per_member, shared):
+        seen.update(route="each", fn=fn, per_member=per_member, shared=shared)
+        return "each"
+
+    monkeypatch.setattr(filtering, "_denoise_ensemble", batched)
+    monkeypatch.setattr(filtering, "_for_each_member", each)
+    return seen
+
+
+def test_ensemble_denoise_runs_in_one_batch_when_it_can(routes):
+    nets, val, test = [_net(), _net()], _split(), _split(seed=1)
+    assert filtering.denoise(nets, val) == "batched"
+    assert routes["order"] == ["fc2", "fc1"] and routes["tests"] is None
+    # per-member splits of one size, test splits of one size too: still one batch
+    assert filtering.denoise(nets, [val, _split(seed=2)], test=[test, _split(seed=3)]) == "batched"
+    assert len(routes["tests"]) == 2 and routes["tests"][1] is not test
+
+
+def test_ensemble_denoise_member_by_member_otherwise(routes):
+    nets, val, test = [_net(), _net()], _split(), _split(seed=1)
+    # method="naive": member by member
+    assert filtering.denoise(nets, val, method="naive") == "each"
+    # val splits of different sizes
+    assert filtering.denoise(nets, [val, _split(n=11)]) == "each"
+    # val splits of one size, test splits of different sizes
+    assert filtering.denoise(nets, val, test=[test, _split(n=12)]) == "each"
+    # not nn.Sequential
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = _net()
+
+        def forward(self, x):
+            return self.seq(x)
+    assert filtering.denoise([Net(), Net()], val) == "each"
+
+
+def test_ensemble_denoise_passes_every_option_member_by_member(routes):
+    nets, val, test = [_net(), _net()], _split(), _split(seed=1)
+    out = filtering.denoise(nets, val, test=[test, test], shift=False, layers=["fc1"], shift_layers=["fc2"],
+                            fractions=[0.5, 1.0], method="naive", batch_size=7, device="cpu", progress_bar=False)
+    assert out == "each" and routes["fn"] is filtering.denoise
+    assert routes["per_member"]["val"] == [val, val] and routes["per_member"]["test"] == [test, test]
+    shared = dict(routes["shared"])
+    fr = shared.pop("fractions")
+    assert np.array_equal(fr, [0.0, 0.5, 1.0])
+    assert shared == dict(shift=False, layers=["fc1"], shift_layers=["fc2"], method="naive", batch_size=7,
+                          device="cpu", progress_bar=False)
+    # defaults passed on as they are: shift True, no test
+    filtering.denoise(nets, val, method="naive")
+    assert routes["per_member"]["test"] is None
+    shared = dict(routes["shared"])
+    shared.pop("fractions")
+    assert shared == dict(shift=True, layers=None, shift_layers=None, method="naive", batch_size=1000,
+                          device=None, progress_bar=True)
+
+
+def test_ensemble_denoise_member_by_member_with_tests_reports_them():
+    # the real fallback (naive): every member's report has its test accuracy, equal to the member alone
+    (a, val, test), (b, _, test_b) = _toy(1), _toy(2)
+    many = filtering.denoise([a, b], val, test=[test, test_b], shift=False, fractions=[0.0, 0.5], method="naive",
+                             progress_bar=False)
+    for net, t, (_, rep) in zip((a, b), (test, test_b), many):
+        _, alone = filtering.denoise(net, val, test=t, shift=False, fractions=[0.0, 0.5], method="naive",
+                                     progress_bar=False)
+        assert rep.test_acc.tolist() == alone.test_acc.tolist()
+        assert rep.attrs["test_after"] == alone.attrs["test_after"]
+
+
+# --------------------------------------------------------------------------- devices (meta: shapes only)
+META = "meta-for-test"
+
+
+@pytest.fixture
+def meta_device(monkeypatch):
+    """`resolve_device` answering the "meta" device for META (the real one refuses it)."""
+    real = filtering.resolve_device
+    monkeypatch.setattr(filtering, "resolve_device",
+                        lambda d=None: torch.device("meta") if d == META else real(d))
+
+
+def test_ensemble_denoise_device(routes, meta_device):
+    val = _split()
+    on_meta = [_net().to("meta"), _net().to("meta")]
+    # no device given: the members' own device
+    filtering.denoise(on_meta, val)
+    assert routes["dev"] == torch.device("meta")
+    # a device given: that one
+    filtering.denoise([_net(), _net()], val, device=META)
+    assert routes["dev"] == torch.device("meta")
+    filtering.denoise(on_meta, val, device="cpu")
+    assert routes["dev"] == torch.device("cpu")
+
+
+def test_denoise_device(monkeypatch, meta_device):
+    seen = []
+
+    def stop(model, split, batch, device):
+        seen.append((device, next(model.parameters()).device))
+        raise _Stop
+
+    monkeypatch.setattr(filtering, "_accuracy", stop)
+    with pytest.raises(_Stop):  # a CPU model on the device asked for
+        filtering.denoise(_net(), _split(), device=META)
+    with pytest.raises(_Stop):  # no device given: where the model is
+        filtering.denoise(_net().to("meta"), _split())
+    meta = torch.device("meta")
+    assert seen == [(meta, meta), (meta, meta)]
+
+
+# --------------------------------------------------------------------------- _ensemble_plan
+def _conv_net(groups=1):
+    return nn.Sequential(nn.Conv2d(2, 4, 3, groups=groups), nn.ReLU(), nn.Flatten(), nn.Linear(16, 3))
+
+
+def test_ensemble_plan():
+    nets = [_net(), _net()]
+    assert filtering._ensemble_plan(nets, ["fc1", "fc2"]) == ["flatten", "fc1", "relu1", "fc2", "relu2", "out"]
+    assert filtering._ensemble_plan([_conv_net(), _conv_net()], ["0"]) == ["0", "1", "2", "3"]
+    # an unfiltered grouped convolution: no batched route
+    assert filtering._ensemble_plan([_conv_net(2), _conv_net(2)], ["3"]) is None
+    # a layer with parameters that is neither Linear nor Conv2d (no batched product for it)
+    norm = [nn.Sequential(nn.Linear(6, 4), nn.LayerNorm(4), nn.Linear(4, 3)) for _ in range(2)]
+    assert filtering._ensemble_plan(norm, ["0"]) is None
+    # not nn.Sequential, or another architecture
+    assert filtering._ensemble_plan([_net(), nn.ModuleList(_net().children())], ["fc1"]) is None
+    assert filtering._ensemble_plan([_net(), _net(widths=(8, 5))], ["fc1"]) is None
+    # a filtered layer that is not a child of the Sequential
+    nested = [nn.Sequential(nn.Sequential(nn.Linear(6, 4)), nn.Linear(4, 3)) for _ in range(2)]
+    assert filtering._ensemble_plan(nested, ["0.0"]) is None
+
+
+# --------------------------------------------------------------------------- _group_size, _stacked_split
+class _K:
+    def __init__(self, K):
+        self.K = K
+
+
+def _width_net(width):
+    # activations per sample: input 1, hidden `width`, output 1: the widest is `width`
+    return nn.Sequential(nn.Linear(1, width), nn.Linear(width, 1)).double()
+
+
+def test_group_size_by_hand():
+    cpu = torch.device("cpu")
+    x = torch.zeros(5, 1, dtype=torch.float64)
+    shared = (x, None, True)
+    # 2e7 // (K batch widest): K 2, batch 100, widest 50 -> 2000 groups of fractions, capped at F
+    assert filtering._group_size(_K(2), [_width_net(50)], shared, 100, 5000, cpu) == 2000
+    assert filtering._group_size(_K(2), [_width_net(50)], shared, 100, 30, cpu) == 30
+    # exactly 2e7 numbers per group of one: 1 (and never 0)
+    assert filtering._group_size(_K(1), [_width_net(20000)], shared, 1000, 10, cpu) == 1
+    assert filtering._group_size(_K(2), [_width_net(20000)], shared, 1000, 10, cpu) == 1
+    # one fraction: one group
+    assert filtering._group_size(_K(1), [_width_net(1)], shared, 1, 1, cpu) == 1
+    # K = batch = widest = 1: 2e7 exactly (a bound hit exactly: not 2e7 + 1)
+    assert filtering._group_size(_K(1), [_width_net(1)], shared, 1, 10**8, cpu) == 20_000_000
+    # per-member images (K, N, ...): the widest from one member's first image
+    per = (torch.zeros(2, 5, 1, dtype=torch.float64), None, False)
+    assert filtering._group_size(_K(2), [_width_net(50)], per, 100, 5000, cpu) == 2000
+
+
+def test_group_size_runs_the_widest_activation_on_the_device():
+    # members on the (shapes-only) meta device, images on the CPU: the probe image must be moved
+    net = _width_net(50).to("meta")
+    x = torch.zeros(5, 1, dtype=torch.float64)
+    assert filtering._group_size(_K(2), [net], (x, None, True), 100, 5000, torch.device("meta")) == 2000
+
+
+def test_stacked_split_refuses_splits_of_different_sizes_whole():
+    a, b = _split(n=3), _split(n=4, seed=1)
+    with pytest.raises(ValueError, match=r"^the members' splits differ in size \(\[3, 4\]\); an ensemble is "
+                                         r"evaluated in one batch only on splits of one size$"):
+        filtering._stacked_split([a, b])
