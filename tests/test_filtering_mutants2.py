@@ -11,6 +11,10 @@ the group size, and the device asked for. This CPU-only box cannot tell one devi
 another by the numbers, so the device tests put the model on PyTorch's "meta" device (shapes
 only, no data): a tensor sent to the wrong device there fails loudly.
 """
+import math
+import types
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -395,3 +399,119 @@ def test_stacked_split_refuses_splits_of_different_sizes_whole():
     with pytest.raises(ValueError, match=r"^the members' splits differ in size \(\[3, 4\]\); an ensemble is "
                                          r"evaluated in one batch only on splits of one size$"):
         filtering._stacked_split([a, b])
+
+
+# --------------------------------------------------------------------------- shift and _ratio
+def test_shift_refusals_are_whole():
+    with pytest.raises(TypeError, match=r"^singular_values must be an array of numbers; got a string$"):
+        filtering.shift("abc", 1.0, 0.25)
+    with pytest.raises(ValueError, match=r"^singular_values must be >= 0$"):
+        filtering.shift([2.0, -0.5], 1.0, 0.25)
+    with pytest.raises(ValueError, match=r"^singular_values must be >= 0$"):
+        filtering.shift_as_printed([-1e-300], 1.0, 0.25)
+    # 1e308 / 1e-10 overflows: refused (naming sigma and the remedy), without an overflow warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"^singular_values / sigma overflows \(sigma = 1e-10\); pass sigma "
+                                             r"on the scale of the singular values$"):
+            filtering.shift([1.0, 1e308], 1e-10, 0.25)
+    # zeros are allowed (a rank-deficient matrix) and stay where they are
+    assert filtering.shift([0.0, 3.0], 1.0, 0.25)[0] == 0.0
+
+
+@pytest.mark.parametrize("q, nu", [(0.6724, 1.82), (0.1865, 1.4318564576337838)])
+def test_shift_just_above_the_edge_is_finite(q, nu):
+    # 1.82 is the float just above the edge 1 + sqrt(0.6724) = 1 + 0.82 as float64 computes it,
+    # so it is shifted; there (1 - b)^2 - 4q/x^4 is 0 in exact arithmetic and rounds to -2.8e-17:
+    # the square root must see it clipped at 0. Exactly on the edge theta = q^(1/4); one ulp
+    # (2.2e-16) above it theta^2 = q^(1/2) + O(sqrt(2.2e-16)) ~ q^(1/2) + 1.5e-8, so theta
+    # lies within 1e-7 of q^(1/4) (and the printed form, sqrt(2) theta, within 2e-7 of sqrt(2) q^(1/4))
+    assert nu > 1 + math.sqrt(q)
+    out = filtering.shift([nu], 1.0, q)
+    assert np.isfinite(out).all() and abs(out[0] - q**0.25) < 1e-7
+    printed = filtering.shift_as_printed([nu], 1.0, q)
+    assert abs(printed[0] - math.sqrt(2) * q**0.25) < 2e-7
+
+
+# --------------------------------------------------------------------------- removal_sweep's input door
+@pytest.fixture
+def no_svd(monkeypatch):
+    """Any SVD raises: a refusal must come before the first one."""
+    from rmtlib import spectra
+
+    def fail(*a, **k):
+        raise AssertionError("the sweep started work before refusing")
+    monkeypatch.setattr(spectra, "svd", fail)
+
+
+LAYERS = "valid layer names: \\['fc1', 'fc2', 'out'\\]"
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(method="slow"), ValueError, r"method must be one of \['fast', 'naive'\]; got 'slow'"),
+    (dict(batch_size=0), ValueError, r"batch_size must lie in \[1, inf\); got 0"),
+    (dict(shift="yes"), TypeError, r"shift must be True or False; got 'yes' \(str\)"),
+    (dict(shift=1), TypeError, r"shift must be True or False; got 1 \(int\)"),
+    (dict(fractions=[0.5, 1.25]), ValueError, r"fractions must be numbers in \[0, 1\]; got \[.*0\.5\)?, .*1\.25\)?\]"),
+    (dict(fractions=[-0.25]), ValueError, r"fractions must be numbers in \[0, 1\]; got \[.*-0\.25\)?\]"),
+    (dict(fractions="abc"), TypeError, r"fractions must be an array of numbers; got a string"),
+    (dict(layer_names=3), TypeError, r"layer_names must be a layer name or a list of them; got int"),
+    (dict(layer_names={"fc1"}), TypeError, r"layer_names must be a layer name or a list of them; got set"),
+    (dict(layer_names=["fc1", 2]), TypeError, r"layer names must be strings; got 2 \(int\)"),
+    (dict(layer_names=["fc7"]), ValueError, r"layer 'fc7' does not exist; " + LAYERS),
+    (dict(layer_names=["fc1", "relu1"]), ValueError, r"layer 'relu1' is not a Linear or Conv layer; " + LAYERS),
+    (dict(layer_names=[]), ValueError, r"give at least one layer name; " + LAYERS),
+    (dict(shift=True, shift_layers=["out"]), ValueError,
+     r"shift_layers \['out'\] are not among the swept layers \['fc1'\]; shift_layers must be a sublist of layer_names"),
+    (dict(shift=True, shift_layers="fc2"), ValueError,
+     r"shift_layers \['fc2'\] are not among the swept layers \['fc1'\]; shift_layers must be a sublist of layer_names"),
+    (dict(data=(1, 2)), TypeError, r"data must be an rmtlib Dataset or a dict of Splits"),
+    (dict(splits=("val", "bogus")), ValueError, r"unknown split 'bogus'; choose from \('train', 'val', 'test'\)"),
+])
+def test_removal_sweep_refusals_are_whole_and_come_first(no_svd, kwargs, error, message):
+    val = _split()
+    dataset = __import__("rmtlib.data", fromlist=["Dataset"]).Dataset(
+        "toy", val, val, val, (0, 1, 2), torch.zeros(10, dtype=torch.bool), val.y)
+    args = dict(layer_names=["fc1"], fractions=[0.0, 0.5], data=dataset, splits=("val",))
+    args.update(kwargs)
+    with pytest.raises(error, match="^" + message + "$"):
+        filtering.removal_sweep(_net(), args.pop("layer_names"), args.pop("fractions"), args.pop("data"), **args)
+
+
+def test_removal_sweep_accepts_the_limits():
+    # batch_size 1, fractions exactly 0 and 1, one layer name as a string, shift_layers as a string,
+    # a dict of Splits; shift=False ignores shift_layers (nothing is shifted: no check either)
+    net, val, _ = _toy(4)
+    a = filtering.removal_sweep(net, "fc1", [0.0, 1.0], {"val": val}, splits=("val",), batch_size=1)
+    assert a.columns.tolist() == ["fraction", "k_fc1", "val_acc"] and a.k_fc1.tolist() == [0, 6]
+    b = filtering.removal_sweep(net, ("fc1",), np.array([0.0, 1.0]), {"val": val}, splits=("val",),
+                                shift=False, shift_layers="out")
+    assert b.val_acc.tolist() == a.val_acc.tolist()
+    with torch.no_grad():
+        assert a.val_acc[0] == float((net(val.x).argmax(1) == val.y).double().mean())
+    fits = {"fc1": types.SimpleNamespace(sigma=0.05, q=0.75)}
+    c = filtering.removal_sweep(net, ["fc1", "fc2"], [0.0], {"val": val}, splits=("val",), shift=True,
+                                shift_layers="fc1", fits=fits)
+    assert c.columns.tolist() == ["fraction", "k_fc1", "k_fc2", "val_acc"]
+
+
+# --------------------------------------------------------------------------- filtered_values
+def test_filtered_values_refusals_and_limits():
+    S = np.array([3.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match=r"^k must lie in \[0, 3\]; got 4 \(the number of singular values is 3\)$"):
+        filtering.filtered_values(S, 4, shift_values=False)
+    with pytest.raises(ValueError, match=r"^k must lie in \[0, 3\]; got -1 \(the number of singular values is 3\)$"):
+        filtering.filtered_values(S, -1, shift_values=False)
+    with pytest.raises(TypeError, match=r"^k must be an integer; got 1\.5 \(float\)$"):
+        filtering.filtered_values(S, 1.5, shift_values=False)
+    with pytest.raises(TypeError, match=r"^shift_values must be True or False; got 'no' \(str\)$"):
+        filtering.filtered_values(S, 1, shift_values="no")
+    with pytest.raises(ValueError, match=r"^shifting needs an MP fit \(fit=\) or the matrix shape \(shape=\)$"):
+        filtering.filtered_values(S, 1, shift_values=True)
+    # the limits: k = 0 (nothing removed) and k = len(S) (everything), an int array's float copy
+    assert filtering.filtered_values(S, 0, shift_values=False).tolist() == [3.0, 2.0, 1.0]
+    assert filtering.filtered_values(S, 3, shift_values=False).tolist() == [0.0, 0.0, 0.0]
+    assert filtering.filtered_values(np.array([3, 2, 1]), 1, shift_values=np.bool_(False)).tolist() == [3.0, 2.0, 0.0]
+    # the input is not modified
+    filtering.filtered_values(S, 2, shift_values=True, fit=types.SimpleNamespace(sigma=1.0, q=0.25))
+    assert S.tolist() == [3.0, 2.0, 1.0]
