@@ -515,3 +515,92 @@ def test_filtered_values_refusals_and_limits():
     # the input is not modified
     filtering.filtered_values(S, 2, shift_values=True, fit=types.SimpleNamespace(sigma=1.0, q=0.25))
     assert S.tolist() == [3.0, 2.0, 1.0]
+
+
+# --------------------------------------------------------------------------- removal_sweep: routes, devices, bars
+@pytest.fixture
+def sweep_routes(monkeypatch):
+    seen = {}
+
+    def batched(models, names, layer_names, fr, datas, splits, shifted, fits, batch_size, dev):
+        seen.update(route="batched", names=names, layer_names=layer_names, fr=fr, datas=datas, splits=splits,
+                    shifted=shifted, fits=fits, batch_size=batch_size, dev=dev,
+                    devices=[next(m.parameters()).device for m in models], training=[m.training for m in models])
+        return "batched"
+
+    def each(fn, models, per_member, shared):
+        seen.update(route="each", fn=fn, per_member=per_member, shared=shared)
+        return "each"
+
+    monkeypatch.setattr(filtering, "_removal_sweep_ensemble", batched)
+    monkeypatch.setattr(filtering, "_for_each_member", each)
+    return seen
+
+
+def test_ensemble_removal_sweep_routes(sweep_routes, meta_device):
+    nets, val, other = [_net(), _net()], _split(), _split(seed=1)
+    nets[1].train()
+    fits = {"fc1": types.SimpleNamespace(sigma=1.0, q=0.75)}
+    out = filtering.removal_sweep(nets, "fc1", [0.5, 0.0], {"val": val}, splits=("val",), shift=True,
+                                  shift_layers=["fc1"], fits=[fits, None], batch_size=9)
+    r = sweep_routes
+    assert out == "batched" and r["names"] == ["flatten", "fc1", "relu1", "fc2", "relu2", "out"]
+    assert r["layer_names"] == ["fc1"] and r["fr"].tolist() == [0.5, 0.0] and r["splits"] == ("val",)
+    assert r["shifted"] == {"fc1"} and r["fits"] == [fits, None] and r["batch_size"] == 9
+    assert r["datas"] == [{"val": val}, {"val": val}]
+    assert r["dev"] == torch.device("cpu") and r["training"] == [False, False]  # evaluated in eval mode
+    # shift=False: nothing shifted, whatever shift_layers says
+    filtering.removal_sweep(nets, ["fc1", "fc2"], [0.0], {"val": val}, splits=("val",), shift_layers=["fc1"])
+    assert r["shifted"] == set() and r["fits"] == [None, None]
+    # shift=True without shift_layers: every swept layer
+    filtering.removal_sweep(nets, ["fc1", "fc2"], [0.0], [{"val": val}, {"val": other}], splits=("val",), shift=True)
+    assert r["shifted"] == {"fc1", "fc2"} and r["datas"] == [{"val": val}, {"val": other}]
+    # the device: the members' own, or the one asked for (models moved there)
+    filtering.removal_sweep([_net().to("meta"), _net().to("meta")], ["fc1"], [0.0], {"val": val}, splits=("val",))
+    assert r["dev"] == torch.device("meta")
+    filtering.removal_sweep([_net(), _net()], ["fc1"], [0.0], {"val": val}, splits=("val",), device=META)
+    assert r["dev"] == torch.device("meta") and r["devices"] == [torch.device("meta")] * 2
+    # member by member: naive, or splits of different sizes in some split
+    for kwargs in (dict(method="naive"), dict(data=[{"val": val, "test": val}, {"val": val, "test": _split(n=7)}])):
+        args = dict(data={"val": val, "test": val}, splits=("val", "test"), shift=True, shift_layers=["fc2"],
+                    fits=[fits, None], batch_size=9, device="cpu", progress_bar=False, method="fast")
+        args.update(kwargs)
+        out = filtering.removal_sweep(nets, ["fc1", "fc2"], [0.5], **args)
+        assert out == "each" and r["fn"] is filtering.removal_sweep
+        datas = args["data"] if isinstance(args["data"], list) else [args["data"]] * 2
+        assert r["per_member"] == dict(data=datas, fits=[fits, None])
+        shared = dict(r["shared"])
+        assert shared.pop("fractions").tolist() == [0.5]
+        assert shared == dict(layer_names=["fc1", "fc2"], splits=("val", "test"), shift=True, shift_layers=["fc2"],
+                              method=args["method"], batch_size=9, device="cpu", progress_bar=False)
+    three = {"train": other, "val": val, "test": val}
+    filtering.removal_sweep(nets, ["fc1"], [0.5], three, method="naive")
+    assert r["per_member"] == dict(data=[three] * 2, fits=[None, None])
+    shared = dict(r["shared"])
+    shared.pop("fractions")
+    assert shared == dict(layer_names=["fc1"], splits=("train", "test"), shift=False, shift_layers=None,
+                          method="naive", batch_size=1000, device=None, progress_bar=True)
+
+
+def test_removal_sweep_moves_the_model_to_the_device(monkeypatch, meta_device):
+    from rmtlib import spectra
+    seen = []
+
+    def stop(W, **kw):
+        seen.append(W.device)
+        raise _Stop
+
+    monkeypatch.setattr(spectra, "svd", stop)
+    with pytest.raises(_Stop):
+        filtering.removal_sweep(_net(), ["fc1"], [0.0], {"val": _split()}, splits=("val",), device=META)
+    with pytest.raises(_Stop):
+        filtering.removal_sweep(_net().to("meta"), ["fc1"], [0.0], {"val": _split()}, splits=("val",))
+    assert seen == [torch.device("meta")] * 2
+
+
+def test_removal_sweep_naive_bar_by_default_named_and_cleared(bars_on, capsys):
+    filtering.removal_sweep(_net(), ["fc1"], [0.0, 1.0], {"val": _split()}, splits=("val",), method="naive")
+    err = capsys.readouterr().err
+    assert err.startswith("\rremoval sweep (val): ") and "\n" not in err
+    filtering.removal_sweep(_net(), ["fc1"], [0.0, 1.0], {"val": _split()}, splits=("val",), method="fast")
+    assert capsys.readouterr().err == ""  # the fast route has no loop over fractions to show
