@@ -604,3 +604,46 @@ def test_removal_sweep_naive_bar_by_default_named_and_cleared(bars_on, capsys):
     assert err.startswith("\rremoval sweep (val): ") and "\n" not in err
     filtering.removal_sweep(_net(), ["fc1"], [0.0, 1.0], {"val": _split()}, splits=("val",), method="fast")
     assert capsys.readouterr().err == ""  # the fast route has no loop over fractions to show
+
+
+# --------------------------------------------------------------------------- small pieces
+def test_q_refusal_names_what_q_is():
+    for fn in (filtering.shift, filtering.shift_as_printed):
+        with pytest.raises(ValueError, match=r"^q must lie in \(0, 1\]; got 1\.5 \(q = M/N, the aspect ratio min/max\)$"):
+            fn([2.0], 1.0, 1.5)
+        with pytest.raises(ValueError, match=r"^q must lie in \(0, 1\]; got 0\.0 \(q = M/N, the aspect ratio min/max\)$"):
+            fn([2.0], 1.0, 0.0)
+        # the limits: q = 1 accepted (square matrix), sigma tiny but positive accepted
+        assert fn([0.5], 1.0, 1.0).tolist() == [0.5]
+        assert fn([0.0], 1e-300, 0.5).tolist() == [0.0]
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_factored_layer_casts_and_moves_every_tensor(conv):
+    from rmtlib import spectra
+    torch.manual_seed(0)
+    layer = nn.Conv2d(2, 4, 3) if conv else nn.Linear(6, 4)
+    dec = spectra.svd(spectra.weight_matrix(layer))  # float64 on the CPU
+    f = filtering._Factored(layer, dec, torch.float32, torch.device("meta"))
+    tensors = [f.U, f.S, f.Vh, f.bias] + ([f.kernel] if conv else [])
+    assert all(t.device.type == "meta" and t.dtype == torch.float32 for t in tensors)
+    assert f.conv is conv and f.module is layer
+    assert tuple(f.U.shape) == (4, 4) and tuple(f.S.shape) == (4,)
+    if conv:
+        assert tuple(f.kernel.shape) == (4, 2, 3, 3)
+    # no bias: None
+    nobias = nn.Linear(6, 4, bias=False)
+    assert filtering._Factored(nobias, spectra.svd(nobias.weight), torch.float64, torch.device("cpu")).bias is None
+
+
+def test_accuracy_evaluates_on_the_device_in_batches(monkeypatch):
+    from rmtlib import train
+    seen = []
+
+    def spy(model, split, batch_size=2048):
+        seen.append((next(model.parameters()).device, batch_size))
+        return 0.25, 1.0
+
+    monkeypatch.setattr(train, "evaluate", spy)
+    assert filtering._accuracy(_net(), _split(), 7, torch.device("meta")) == 0.25
+    assert seen == [(torch.device("meta"), 7)]
