@@ -647,3 +647,52 @@ def test_accuracy_evaluates_on_the_device_in_batches(monkeypatch):
     monkeypatch.setattr(train, "evaluate", spy)
     assert filtering._accuracy(_net(), _split(), 7, torch.device("meta")) == 0.25
     assert seen == [(torch.device("meta"), 7)]
+
+
+@pytest.mark.parametrize("layer", [
+    nn.Linear(6, 4), nn.Linear(6, 4, bias=False),
+    nn.Conv2d(3, 4, 3, stride=2, padding=1, dilation=2), nn.Conv2d(3, 4, 3, dilation=2, bias=False),
+], ids=["linear", "linear-nobias", "conv-dilated", "conv-nobias"])
+def test_factored_layer_equals_the_layer(layer):
+    # U diag(S) Vh applied in two steps equals the layer itself (float64: to 1e-12); with G = 2
+    # groups of singular values, the second group halving them halves the output without the bias
+    from rmtlib import spectra
+    torch.manual_seed(1)
+    layer = layer.double()
+    dec = spectra.svd(spectra.weight_matrix(layer))
+    f = filtering._Factored(layer, dec, torch.float64, torch.device("cpu"))
+    x = torch.randn(5, 6, dtype=torch.float64) if isinstance(layer, nn.Linear) else \
+        torch.randn(5, 3, 9, 9, dtype=torch.float64)
+    p = f.project(x)
+    out = f.expand(p.expand(2, *p.shape), torch.stack([dec.S, dec.S / 2]))
+    with torch.no_grad():
+        ref = layer(x)
+        nobias = ref if layer.bias is None else ref - (layer.bias if isinstance(layer, nn.Linear)
+                                                         else layer.bias[:, None, None])
+    torch.testing.assert_close(out[0], ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out[1] - (out[0] - nobias), nobias / 2, rtol=0, atol=1e-12)
+
+
+def test_sequential_plan():
+    net = _net()
+    children = list(net.named_children())
+    plan = filtering._sequential_plan(net, ["fc2", "fc1"])
+    assert plan is not None and plan[0] == children and plan[1] == [1, 3]
+    assert filtering._sequential_plan(net, ["out"])[1] == [5]
+    conv = _conv_net()
+    assert filtering._sequential_plan(conv, ["3", "0"])[1] == [0, 3]
+    assert filtering._sequential_plan(_conv_net(2), ["0"]) is None       # a grouped convolution filtered
+    assert filtering._sequential_plan(_conv_net(2), ["3"])[1] == [3]     # (unfiltered: not its concern)
+    assert filtering._sequential_plan(net, ["fc1", "relu1"]) is None      # not a Linear / Conv2d child
+    nested = nn.Sequential(nn.Sequential(nn.Linear(6, 4)), nn.Linear(4, 3))
+    assert filtering._sequential_plan(nested, ["0.0"]) is None            # not a child
+    assert filtering._sequential_plan(nested, ["1"])[1] == [1]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.fc1(x)
+    assert filtering._sequential_plan(Net(), ["fc1"]) is None              # not nn.Sequential
