@@ -508,6 +508,10 @@ def test_filtered_values_refusals_and_limits():
         filtering.filtered_values(S, 1, shift_values="no")
     with pytest.raises(ValueError, match=r"^shifting needs an MP fit \(fit=\) or the matrix shape \(shape=\)$"):
         filtering.filtered_values(S, 1, shift_values=True)
+    with pytest.raises(TypeError, match=r"^S must be an array of numbers; got a string$"):
+        filtering.filtered_values("abc", 0, shift_values=False)
+    with pytest.raises(ValueError, match=r"^S must be a 1-D array; got shape \(2, 2\)$"):
+        filtering.filtered_values([[1.0, 2.0], [3.0, 4.0]], 0, shift_values=False)
     # the limits: k = 0 (nothing removed) and k = len(S) (everything), an int array's float copy
     assert filtering.filtered_values(S, 0, shift_values=False).tolist() == [3.0, 2.0, 1.0]
     assert filtering.filtered_values(S, 3, shift_values=False).tolist() == [0.0, 0.0, 0.0]
