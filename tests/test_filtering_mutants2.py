@@ -626,7 +626,7 @@ def test_q_refusal_names_what_q_is():
 def test_factored_layer_casts_and_moves_every_tensor(conv):
     from rmtlib import spectra
     torch.manual_seed(0)
-    layer = nn.Conv2d(2, 4, 3) if conv else nn.Linear(6, 4)
+    layer = (nn.Conv2d(2, 4, 3) if conv else nn.Linear(6, 4)).double()  # float64 weights and bias
     dec = spectra.svd(spectra.weight_matrix(layer))  # float64 on the CPU
     f = filtering._Factored(layer, dec, torch.float32, torch.device("meta"))
     tensors = [f.U, f.S, f.Vh, f.bias] + ([f.kernel] if conv else [])
