@@ -700,3 +700,19 @@ def test_sequential_plan():
         def forward(self, x):
             return self.fc1(x)
     assert filtering._sequential_plan(Net(), ["fc1"]) is None              # not nn.Sequential
+
+
+def test_ensemble_removal_sweep_more_routes(sweep_routes):
+    val = _split()
+    nets = [_net(), _net()]
+    # one member: still an ensemble (a list back), batched
+    assert filtering.removal_sweep([_net()], ["fc1"], [0.0], {"val": val}, splits=("val",)) == "batched"
+    assert sweep_routes["layer_names"] == ["fc1"]
+    # shift in a sublist of the swept layers only
+    filtering.removal_sweep(nets, ["fc1", "fc2"], [0.0], {"val": val}, splits=("val",), shift=True,
+                            shift_layers=["fc2"])
+    assert sweep_routes["shifted"] == {"fc2"}
+    with pytest.raises(ValueError, match=r"^data has 3 entries for 2 models; give one per model or one for all$"):
+        filtering.removal_sweep(nets, ["fc1"], [0.0], [{"val": val}] * 3, splits=("val",))
+    with pytest.raises(ValueError, match=r"^fits has 1 entries for 2 models; give one per model or one for all$"):
+        filtering.removal_sweep(nets, ["fc1"], [0.0], {"val": val}, splits=("val",), fits=[{}])
