@@ -716,3 +716,43 @@ def test_ensemble_removal_sweep_more_routes(sweep_routes):
         filtering.removal_sweep(nets, ["fc1"], [0.0], [{"val": val}] * 3, splits=("val",))
     with pytest.raises(ValueError, match=r"^fits has 1 entries for 2 models; give one per model or one for all$"):
         filtering.removal_sweep(nets, ["fc1"], [0.0], {"val": val}, splits=("val",), fits=[{}])
+
+
+def test_removal_sweep_fits_only_the_shifted_layers_without_goodness_of_fit(monkeypatch):
+    from rmtlib import marchenko_pastur as mp
+    calls = []
+
+    def spy(S, shape, **kw):  # a made-up fit (a real one needs >= 20 values)
+        calls.append((len(S), tuple(shape), kw))
+        return types.SimpleNamespace(sigma=0.05, q=len(S) / max(shape))
+
+    monkeypatch.setattr(mp, "fit", spy)
+    net, val, _ = _toy(5, widths=(40, 30))
+    data = {"val": val}
+    given = {"fc2": types.SimpleNamespace(sigma=0.05, q=0.75)}
+    # fc2's fit given, fc1 not shifted: no fit at all
+    filtering.removal_sweep(net, ["fc1", "fc2"], [0.0, 0.5], data, splits=("val",), shift=True,
+                            shift_layers=["fc2"], fits=given)
+    assert calls == []
+    # fc1 shifted without a fit: fitted once, on its own values and shape, without the goodness of
+    # fit (its null would be simulated and cached); fc2 (not shifted) is not fitted
+    filtering.removal_sweep(net, ["fc1", "fc2"], [0.0, 0.5], data, splits=("val",), shift=True,
+                            shift_layers=["fc1"], fits=given)
+    assert len(calls) == 1 and calls[0][:2] == (6, (40, 6)) and not calls[0][2].get("gof", True)
+
+
+def test_removal_sweep_bounds_the_batched_activations(monkeypatch):
+    # group = max(1, min(F, 2e7 // (batch_size * widest))): _net() is 6 -> 8 -> 6 -> 3, widest 8
+    seen = []
+
+    def spy(model, layers_sv, plan, x, y, batch, group):
+        seen.append((batch, group))
+        raise _Stop
+
+    monkeypatch.setattr(filtering, "_fast_correct", spy)
+    fr = [0.0, 0.25, 0.5, 0.75, 1.0]
+    for batch in (1, 10**6, 2_500_000, 5_000_000):
+        with pytest.raises(_Stop):
+            filtering.removal_sweep(_net(), ["fc1"], fr, {"val": _split()}, splits=("val",), batch_size=batch)
+    # 2e7 // 8 = 2.5e6 > 5; 2e7 // 8e6 = 2; 2e7 // 2e7 = 1; 2e7 // 4e7 = 0 -> at least 1
+    assert seen == [(1, 5), (10**6, 2), (2_500_000, 1), (5_000_000, 1)]
