@@ -756,3 +756,19 @@ def test_removal_sweep_bounds_the_batched_activations(monkeypatch):
             filtering.removal_sweep(_net(), ["fc1"], fr, {"val": _split()}, splits=("val",), batch_size=batch)
     # 2e7 // 8 = 2.5e6 > 5; 2e7 // 8e6 = 2; 2e7 // 2e7 = 1; 2e7 // 4e7 = 0 -> at least 1
     assert seen == [(1, 5), (10**6, 2), (2_500_000, 1), (5_000_000, 1)]
+
+
+def test_filtered_values_fits_from_the_shape_without_goodness_of_fit(monkeypatch):
+    from rmtlib import marchenko_pastur as mp
+    calls = []
+
+    def spy(S, shape, **kw):  # a made-up fit: sigma 1, q 1/4 (edge 1.5)
+        calls.append((np.asarray(S).tolist(), shape, kw))
+        return types.SimpleNamespace(sigma=1.0, q=0.25)
+
+    monkeypatch.setattr(mp, "fit", spy)
+    out = filtering.filtered_values([3.0, 1.5, 1.0], 1, shift_values=True, shape=(12, 3))
+    assert len(calls) == 1 and calls[0][:2] == ([3.0, 1.5, 1.0], (12, 3)) and not calls[0][2].get("gof", True)
+    # 3 is shifted: x^2 - q - 1 = 7.75, theta^2 = (7.75 + sqrt(7.75^2 - 1)) / 2; 1.5 is on the edge (kept)
+    assert out[0] == pytest.approx(math.sqrt((7.75 + math.sqrt(7.75**2 - 1)) / 2), rel=1e-14)
+    assert out[1:].tolist() == [1.5, 0.0]
