@@ -1,15 +1,17 @@
-"""Tests written against the surviving mutants of `rmtlib.filtering.denoise` and its ensemble
-helpers (`_ensemble_plan`, `_group_size`, `_stacked_split`, `_check_members`) (issue 17).
+"""Tests written against the surviving mutants of `rmtlib.filtering` (issue 17), second part:
+`denoise` and its ensemble helpers (`_ensemble_plan`, `_group_size`, `_stacked_split`,
+`_check_members`), and the survivors found later in the whole run (`removal_sweep`, `shift`,
+`_ratio`, `filtered_values`, `_Factored`, `_sequential_plan`, the input checks, `_accuracy`).
 
 Each test compares with an independent expectation: the whole error message (the argument named,
-the bound, the remedy), refusals that come BEFORE any work (the first evaluation is replaced by
-a stop), the documented defaults (fractions 0, 0.02, ..., 1 with "change nothing" always a
-candidate; batch_size 1000; a progress bar cleared when done), the documented routing (an
-ensemble of one nn.Sequential architecture runs in one batch with method="fast" and equal
-split sizes, else member by member with every option passed on), hand-worked arithmetic for
-the group size, and the device asked for. This CPU-only box cannot tell one device from
-another by the numbers, so the device tests put the model on PyTorch's "meta" device (shapes
-only, no data): a tensor sent to the wrong device there fails loudly.
+the bound, the remedy), refusals that come BEFORE any work (the first evaluation or SVD is
+replaced by a failure), the documented defaults (fractions 0, 0.02, ..., 1 with "change nothing"
+always a candidate; batch_size 1000; a progress bar cleared when done), the documented routing
+(an ensemble of one nn.Sequential architecture runs in one batch with method="fast" and equal
+split sizes, else member by member with every option passed on), hand-worked arithmetic (the
+group size, the shift just above the edge), and the device asked for. This CPU-only box cannot
+tell one device from another by the numbers, so the device tests put the model on PyTorch's
+"meta" device (shapes only, no data): a tensor sent to the wrong device there fails loudly.
 """
 import math
 import types
