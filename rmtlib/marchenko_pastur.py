@@ -381,7 +381,7 @@ def _check_rank(sv):
     # sigma / N, and two such values below 1e-6 sigma are practically impossible), or below
     # the float64 numerical-rank level 1e-10 of the largest value
     med = float(np.median(sv))
-    tiny = int(np.sum((sv <= 1e-6 * med) | (sv <= 1e-10 * sv[-1]))) if med > 0 else len(sv)
+    tiny = int(np.sum((sv <= 1e-6 * med) | (sv <= 1e-10 * sv[-1])))  # a median of 0: its zeros
     if tiny >= 2:
         raise ValueError(f"rank collapse: {tiny} of {len(sv)} singular values are zero (below 1e-6 of "
                          "the median or 1e-10 of the largest); an MP bulk needs a full-rank noise matrix. A zero, constant "

@@ -361,3 +361,16 @@ def test_usvt_hard_edge_fields_by_hand():
     assert f.low_cut == pytest.approx(0.5 * f.sigma - 0.4501 * base * 0.5 ** (1 / 3), rel=1e-13)
     assert f.high_cut == pytest.approx(1.5 * f.sigma + 0.4501 * base * 1.5 ** (1 / 3), rel=1e-13)
     assert f.n_low == int(np.sum(sv < f.low_cut)) and f.n_high == int(np.sum(sv > f.high_cut))
+
+
+def test_check_rank_counts_the_zeros_when_the_median_is_zero():
+    # 11 zeros among 20 values: the median is 0, and the message must count the 11 zeros, not
+    # all 20 values (it said "20 of 20" before: the count was skipped when the median was 0)
+    sv = np.r_[np.zeros(11), np.linspace(1.0, 2.0, 9)]
+    assert float(np.median(sv)) == 0.0
+    with pytest.raises(ValueError, match=r"^rank collapse: 11 of 20 singular values are zero \(below"):
+        mp.fit_naive(sv, (80, 20))
+    # two zeros and a tiny median: only the two zeros are counted (1e-7 is above 1e-10 * 2)
+    sv = np.r_[[0.0, 0.0], np.full(10, 1e-7), np.linspace(1.0, 2.0, 8)]
+    with pytest.raises(ValueError, match=r"^rank collapse: 2 of 20 singular values are zero"):
+        mp.fit_naive(sv, (80, 20))
