@@ -273,6 +273,22 @@ def test_ensemble_removal_sweep_uses_each_members_fits_and_images(method):
                 assert ties == 0 and acc == pytest.approx(want, abs=1e-12)
 
 
+def _no_gof_null(monkeypatch):
+    """Record every call of mp.gof_null (the goodness-of-fit null a fit with gof on needs).
+
+    The empty cache folder alone cannot show that no null was used: an earlier test in the same
+    process may have memoised the null of this shape, and then nothing is written."""
+    calls = []
+    real = mp.gof_null
+
+    def spy(*args, **kw):
+        calls.append(args)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(mp, "gof_null", spy)
+    return calls
+
+
 def _bigger(seed):
     return _toy(seed, n=200, dim=30, widths=(60, 40), steps=60)
 
@@ -281,6 +297,7 @@ def test_ensemble_denoise_keeps_a_winning_shift(monkeypatch, tmp_path):
     # seed 0: shift+remove wins in fc2 (60 -> 40); seed 2: plain removal everywhere. The shift's fit
     # judges no goodness of fit (gof=False): nothing simulated, nothing written to the cache.
     monkeypatch.setenv("RMTLIB_CACHE", str(tmp_path / "cache"))
+    nulls = _no_gof_null(monkeypatch)
     (net0, val, test), (net2, _, _) = _bigger(0), _bigger(2)
     fr = np.linspace(0, 1, 21)
     many = filtering.denoise([net0, net2], val, shift=True, test=test, fractions=fr, progress_bar=False)
@@ -302,10 +319,12 @@ def test_ensemble_denoise_keeps_a_winning_shift(monkeypatch, tmp_path):
     W1 = many[0][0].fc2.weight.detach().double()
     assert torch.allclose(W1, filtered_weight(net0.fc2.weight, removed["fc2"], fit), atol=1e-10)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*"))
+    assert nulls == []  # no goodness-of-fit null asked for (a memoised one would leave no file)
 
 
 def test_ensemble_removal_sweep_fits_without_goodness_of_fit(monkeypatch, tmp_path):
     monkeypatch.setenv("RMTLIB_CACHE", str(tmp_path / "cache"))
+    nulls = _no_gof_null(monkeypatch)
     (net0, val, _), (net2, _, _) = _bigger(0), _bigger(2)
     fr = np.array([0.0, 0.5])
     res = filtering.removal_sweep([net0, net2], ["fc2"], fr, {"val": val}, splits=("val",), shift=True,
@@ -317,6 +336,7 @@ def test_ensemble_removal_sweep_fits_without_goodness_of_fit(monkeypatch, tmp_pa
             want, ties = accuracy(filtered_net(net, {"fc2": k_of(f, 40)}, fits={"fc2": fit}), val)
             assert ties == 0 and acc == pytest.approx(want, abs=1e-12)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*"))
+    assert nulls == []  # no goodness-of-fit null asked for (a memoised one would leave no file)
 
 
 def test_ensemble_denoise_one_layer_test_after():
