@@ -36,13 +36,13 @@ def test_spike_position_names_q():
 
 
 # --------------------------------------------------------------------------- a tiny problem
-def _toy(seed, n=120, dim=10, widths=(12, 8), steps=40):
-    """A small float64 MLP trained on 4 classes (a noisy linear rule), and val / test splits."""
+def _toy(seed, n=120, dim=10, widths=(12, 8), steps=40, classes=4):
+    """A small float64 MLP trained on `classes` classes (a noisy linear rule), and val / test splits."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(3 * n, dim, generator=g, dtype=torch.float64)
-    y = (x[:, :4] + 0.8 * torch.randn(3 * n, 4, generator=g, dtype=torch.float64)).argmax(1)
+    y = (x[:, :classes] + 0.8 * torch.randn(3 * n, classes, generator=g, dtype=torch.float64)).argmax(1)
     torch.manual_seed(seed)
-    net = models.mlp([dim, *widths, 4]).double()
+    net = models.mlp([dim, *widths, classes]).double()
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     for _ in range(steps):
         loss = torch.nn.functional.cross_entropy(net(x[:n]), y[:n])

@@ -24,6 +24,7 @@ from torch import nn
 
 from rmtlib import filtering, models
 from rmtlib.data import Split
+from test_filtering_mutants import _toy as _trained_toy
 
 
 class _Stop(Exception):
@@ -32,16 +33,7 @@ class _Stop(Exception):
 
 def _toy(seed, n=60, dim=6, widths=(8, 6), steps=30):
     """A small float64 MLP (fc1, fc2, out) trained on 3 classes, and val / test splits."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(3 * n, dim, generator=g, dtype=torch.float64)
-    y = (x[:, :3] + 0.8 * torch.randn(3 * n, 3, generator=g, dtype=torch.float64)).argmax(1)
-    torch.manual_seed(seed)
-    net = models.mlp([dim, *widths, 3]).double()
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(net(x[:n]), y[:n])
-        opt.zero_grad(); loss.backward(); opt.step()
-    return net.eval(), Split(x[n:2 * n], y[n:2 * n]), Split(x[2 * n:], y[2 * n:])
+    return _trained_toy(seed, n=n, dim=dim, widths=widths, steps=steps, classes=3)
 
 
 def _net(dim=6, widths=(8, 6)):
@@ -218,6 +210,16 @@ def test_denoise_sweeps_draw_no_bars(bars_on, capsys):
 
 
 # --------------------------------------------------------------------------- ensemble routing
+def _spy_member_by_member(monkeypatch, seen):
+    """Replace the member-by-member route by a spy that records what it was given into `seen`."""
+    def each(fn, models, per_member, shared):
+        seen.update(route="each", fn=fn, per_member=per_member, shared=shared)
+        return "each"
+
+    monkeypatch.setattr(filtering, "_for_each_member", each)
+    return seen
+
+
 @pytest.fixture
 def routes(monkeypatch):
     """Which route an ensemble takes: the batched one or member by member (with what)."""
@@ -227,13 +229,8 @@ def routes(monkeypatch):
         seen.update(route="batched", vals=vals, tests=tests, order=order, dev=dev)
         return "batched"
 
-    def each(fn, models, per_member, shared):
-        seen.update(route="each", fn=fn, per_member=per_member, shared=shared)
-        return "each"
-
     monkeypatch.setattr(filtering, "_denoise_ensemble", batched)
-    monkeypatch.setattr(filtering, "_for_each_member", each)
-    return seen
+    return _spy_member_by_member(monkeypatch, seen)
 
 
 def test_ensemble_denoise_runs_in_one_batch_when_it_can(routes):
@@ -534,13 +531,8 @@ def sweep_routes(monkeypatch):
                     devices=[next(m.parameters()).device for m in models], training=[m.training for m in models])
         return "batched"
 
-    def each(fn, models, per_member, shared):
-        seen.update(route="each", fn=fn, per_member=per_member, shared=shared)
-        return "each"
-
     monkeypatch.setattr(filtering, "_removal_sweep_ensemble", batched)
-    monkeypatch.setattr(filtering, "_for_each_member", each)
-    return seen
+    return _spy_member_by_member(monkeypatch, seen)
 
 
 def test_ensemble_removal_sweep_routes(sweep_routes, meta_device):
